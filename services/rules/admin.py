@@ -1,0 +1,154 @@
+"""Use cases of the rule store: validate, create, test, publish, roll back,
+simulate, install the shipped defaults. Shared by the gRPC servicer, the CLI
+and service start-up, so every path applies the same checks."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+
+from .compiler import compile_document
+from .document import RulesetDocument, from_mapping, parse_yaml
+from .engine import RuleEngine
+from .examples import ExampleResult, run_examples
+from .kinds import KindRegistry, Problem
+from .store import RuleStore, VersionRecord
+from .validation import ValidationResult, list_keys, validate_text
+
+log = logging.getLogger(__name__)
+SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Transition:
+    key: str
+    before: str
+    after: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Simulation:
+    total: int
+    changed: int
+    transitions: tuple[Transition, ...]
+
+
+def problems_error(problems: Sequence[Problem], what: str = "document") -> InvalidArgument:
+    return InvalidArgument(f"the {what} has {len(problems)} problem(s)",
+                           [(f"document.{p.path}" if p.path else "document", p.message) for p in problems])
+
+
+class RuleAdmin:
+    def __init__(self, store: RuleStore, kinds: KindRegistry, engine: RuleEngine):
+        self.store = store
+        self.kinds = kinds
+        self.engine = engine
+
+    def validate(self, text: str, expected_name: str | None = None) -> ValidationResult:
+        return validate_text(text, self.kinds, self.engine, expected_name=expected_name)
+
+    def _kind_of(self, text: str) -> str:
+        return str(parse_yaml(text).get("kind"))
+
+    def create(self, text: str, actor: str, comment: str = "", request_id: str | None = None,
+               allowed_kinds: set[str] | None = None) -> VersionRecord:
+        result = self.validate(text)
+        if not result.ok:
+            raise problems_error(result.problems)
+        doc = result.document
+        if allowed_kinds is not None and doc.kind not in allowed_kinds:
+            raise InvalidArgument(violations=[("document.kind", f"kind {doc.kind} is not served here "
+                                               f"(this service serves {', '.join(sorted(allowed_kinds))})")])
+        return self.store.create_version(doc.name, doc.kind, text, actor, comment, request_id)
+
+    def document(self, name: str, version: int = 0) -> tuple[VersionRecord, RulesetDocument]:
+        record = self.store.get(name, version)
+        return record, from_mapping(parse_yaml(record.document))
+
+    def test(self, name: str, version: int = 0) -> list[ExampleResult]:
+        record, doc = self.document(name, version)
+        kind = self.kinds.get(doc.kind)
+        if kind is None:
+            raise FailedPrecondition(f"kind {doc.kind} is not known to this service")
+        loaded = self.engine.load(compile_document(doc), record.version, list_keys(kind))
+        try:
+            return run_examples(loaded, doc)
+        finally:
+            self.engine.unload(loaded)
+
+    def publish(self, name: str, version: int, actor: str, reason: str = "",
+                request_id: str | None = None) -> VersionRecord:
+        record = self.store.get(name, version)
+        if record.status == "DRAFT":
+            # Compile-before-activate: the whole document again, examples included.
+            result = self.validate(record.document, expected_name=name)
+            if not result.ok:
+                raise FailedPrecondition("refusing to publish: " + "; ".join(map(str, result.problems)))
+        return self.store.publish(name, version, actor, reason, request_id)
+
+    def rollback(self, name: str, to_version: int, actor: str, reason: str = "",
+                 request_id: str | None = None) -> VersionRecord:
+        record = self.store.get(name, to_version)
+        result = self.validate(record.document, expected_name=name)
+        if not result.ok:  # e.g. the kind's schema moved on since
+            raise FailedPrecondition("refusing to roll back: " + "; ".join(map(str, result.problems)))
+        return self.store.rollback(name, to_version, actor, reason, request_id)
+
+    def simulate(self, name: str, version: int, sample: Sequence[Mapping[str, Any]]) -> Simulation:
+        """What would change for ``sample`` against the active version: a
+        migration matrix per scalar outcome (e.g. tier from → to)."""
+        candidate_record, candidate = self.document(name, version)
+        kind = self.kinds.get(candidate.kind)
+        if kind is None:
+            raise FailedPrecondition(f"kind {candidate.kind} is not known to this service")
+        try:
+            active_record, current = self.document(name, 0)
+        except NotFound:
+            active_record, current = None, None
+        keys = list_keys(kind)
+        new = self.engine.load(compile_document(candidate), candidate_record.version, keys)
+        old = self.engine.load(compile_document(current), active_record.version, keys) if current else None
+        try:
+            after = new.evaluate_many(list(sample))
+            before = old.evaluate_many(list(sample)) if old else [None] * len(sample)
+        finally:
+            self.engine.unload(new)
+            if old:
+                self.engine.unload(old)
+        matrix: Counter = Counter()
+        changed = 0
+        for b, a in zip(before, after):
+            b_out = b.outcome if b else {}
+            keys_seen = sorted(set(b_out) | set(a.outcome))
+            differs = False
+            for key in keys_seen:
+                bv, av = b_out.get(key), a.outcome.get(key)
+                if isinstance(bv, list) or isinstance(av, list):
+                    bv, av = ",".join(sorted(map(str, bv or []))), ",".join(sorted(map(str, av or [])))
+                bv, av = "" if bv is None else str(bv), "" if av is None else str(av)
+                matrix[(key, bv, av)] += 1
+                differs |= bv != av
+            changed += differs
+        transitions = tuple(Transition(k, b, a, n) for (k, b, a), n in sorted(matrix.items()))
+        return Simulation(len(sample), changed, transitions)
+
+    def install_defaults(self, directory: Path | Iterable[Path], allowed_kinds: set[str] | None = None) -> list[str]:
+        """Publishes each shipped YAML whose ruleset has no version yet."""
+        files = sorted(Path(directory).glob("*.yaml")) if isinstance(directory, Path) else sorted(directory)
+        installed = []
+        known = set(self.store.names())
+        for path in files:
+            text = path.read_text(encoding="utf-8")
+            name = str(parse_yaml(text).get("name"))
+            if name in known:
+                continue
+            record = self.create(text, SYSTEM, f"default from {path.name}", allowed_kinds=allowed_kinds)
+            self.publish(record.name, record.version, SYSTEM, "shipped default")
+            installed.append(name)
+            log.info("published default ruleset %s v%d", record.name, record.version)
+        return installed

@@ -1,0 +1,154 @@
+"""Serving the active rulesets of one service, hot-reloaded from the store.
+
+A poll thread asks the store for the active (name, version) pairs every few
+seconds. A new version is validated, compiled and registered in the engine
+*before* it replaces the old one; if that fails, the old version keeps
+serving and ``kequn_ruleset_load_ok`` drops to 0. Evaluation never touches
+storage.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from services.common.errors import Unavailable
+
+from .compiler import compile_document
+from .document import RulesetDocument
+from .engine import Evaluation, LoadedRuleset, RuleEngine
+from .kinds import KindRegistry
+from .store import RuleStore
+from .validation import list_keys, validate_text
+
+log = logging.getLogger(__name__)
+RETIRE_AFTER_SECONDS = 60.0  # in-flight batches may still hold the old version
+
+
+@dataclass(frozen=True)
+class ActiveRuleset:
+    name: str
+    version: int
+    kind: str
+    document: RulesetDocument
+    loaded: LoadedRuleset
+
+    def evaluate(self, values: Mapping[str, Any]) -> Evaluation:
+        return self.loaded.evaluate(values)
+
+    def evaluate_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
+        return self.loaded.evaluate_many(inputs)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry | None):
+        registry = registry or CollectorRegistry()
+        self.version = Gauge("kequn_ruleset_active_version", "Active version of each ruleset served",
+                             ["ruleset"], registry=registry)
+        self.load_ok = Gauge("kequn_ruleset_load_ok", "1 if the latest published version is the one serving",
+                             ["ruleset"], registry=registry)
+        self.reloads = Counter("kequn_ruleset_reloads_total", "Ruleset versions loaded by this process",
+                               ["ruleset"], registry=registry)
+        self.failures = Counter("kequn_ruleset_load_failures_total", "Published versions that failed to load",
+                                ["ruleset"], registry=registry)
+
+
+class RuleRuntime:
+    def __init__(self, store: RuleStore, kinds: KindRegistry, engine: RuleEngine, *,
+                 poll_seconds: float = 2.0, registry: CollectorRegistry | None = None):
+        self.store = store
+        self.kinds = kinds
+        self.engine = engine
+        self.poll_seconds = poll_seconds
+        self._served_kinds = set(kinds.names())
+        self._active: dict[str, ActiveRuleset] = {}
+        self._failed: dict[str, int] = {}  # name -> version that failed, not retried
+        self._retiring: list[tuple[float, LoadedRuleset]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.metrics = _Metrics(registry)
+
+    def active(self, name: str) -> ActiveRuleset:
+        current = self._active.get(name)
+        if current is None:
+            raise Unavailable(f"no published version of ruleset {name} is loaded")
+        return current
+
+    def active_names(self) -> list[str]:
+        return sorted(self._active)
+
+    def refresh(self) -> list[str]:
+        """One poll; returns the names whose version changed."""
+        changed = []
+        for ref in self.store.list_active(self._served_kinds):
+            current = self._active.get(ref.name)
+            if (current and current.version == ref.version) or self._failed.get(ref.name) == ref.version:
+                continue
+            try:
+                replacement = self._load(ref.name, ref.version)
+            except Exception as exc:  # a bad version must never take the service down
+                log.error("ruleset %s v%d failed to load, keeping v%s: %s", ref.name, ref.version,
+                          current.version if current else "none", exc)
+                self._failed[ref.name] = ref.version
+                self.metrics.failures.labels(ref.name).inc()
+                self.metrics.load_ok.labels(ref.name).set(0)
+                continue
+            with self._lock:
+                self._active[ref.name] = replacement
+                if current:
+                    self._retiring.append((time.monotonic(), current.loaded))
+            self._failed.pop(ref.name, None)
+            self.metrics.version.labels(ref.name).set(ref.version)
+            self.metrics.load_ok.labels(ref.name).set(1)
+            self.metrics.reloads.labels(ref.name).inc()
+            log.info("serving ruleset %s v%d", ref.name, ref.version)
+            changed.append(ref.name)
+        self._unload_retired()
+        return changed
+
+    def _load(self, name: str, version: int) -> ActiveRuleset:
+        record = self.store.get(name, version)
+        result = validate_text(record.document, self.kinds, self.engine, expected_name=name)
+        if not result.ok:
+            raise ValueError("; ".join(map(str, result.problems)))
+        kind = self.kinds.get(result.document.kind)
+        loaded = self.engine.load(compile_document(result.document), version, list_keys(kind))
+        return ActiveRuleset(name, version, kind.name, result.document, loaded)
+
+    def _unload_retired(self, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            keep = []
+            for since, loaded in self._retiring:
+                if force or now - since >= RETIRE_AFTER_SECONDS:
+                    self.engine.unload(loaded)
+                else:
+                    keep.append((since, loaded))
+            self._retiring = keep
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread = threading.Thread(target=self._poll, name="rules-poll", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception as exc:  # database down: keep serving what we have
+                log.warning("rule store poll failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        with self._lock:
+            for current in self._active.values():
+                self._retiring.append((0.0, current.loaded))
+            self._active.clear()
+        self._unload_retired(force=True)
