@@ -1,0 +1,260 @@
+"""Bearer-token authentication and per-RPC role authorization.
+
+Tokens live in a YAML file as SHA-256 hashes only; the file is re-read when it
+changes, so tokens rotate without a restart. The role matrix (rbac.yaml) maps
+full method names to roles; whatever it does not name is denied to all but
+`admin`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import grpc
+import yaml
+
+from services.common.errors import Unauthenticated
+from services.common.rpc import CallContext, metadata_value, wrap_handler
+
+log = logging.getLogger(__name__)
+
+ADMIN_ROLE = "admin"
+SERVICE_ROLE = "service"
+ROLES = ("core_banking", "mobile_banking", "hr", "operations", "rule_admin",
+         "branch_staff", "branch_approver", "admin")
+DEFAULT_POLICY_PATH = Path(__file__).with_name("rbac.yaml")
+
+# Health and reflection answer anyone: probes and grpcurl carry no token.
+OPEN_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    roles: frozenset[str]
+
+    def has_role(self, *roles: str) -> bool:
+        return ADMIN_ROLE in self.roles or any(r in self.roles for r in roles)
+
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("kequn_principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The authenticated caller of the RPC being served."""
+    p = _principal.get()
+    if p is None:
+        raise Unauthenticated("no authenticated principal")
+    return p
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _parse_expiry(value) -> datetime | None:
+    if value in (None, ""):
+        return None
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    principal: Principal
+    expires_at: datetime | None
+
+
+def _load_tokens(path: Path) -> dict[str, _Entry]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    entries: dict[str, _Entry] = {}
+    for i, item in enumerate(doc.get("tokens") or []):
+        digest = str(item.get("sha256", "")).strip().lower()
+        if len(digest) != 64 or not item.get("name"):
+            raise ValueError(f"{path}: tokens[{i}] needs a name and a sha256 hex digest")
+        entries[digest] = _Entry(
+            Principal(str(item["name"]), frozenset(map(str, item.get("roles") or ()))),
+            _parse_expiry(item.get("expires_at")),
+        )
+    return entries
+
+
+class TokenStore:
+    """Hashed tokens from a YAML file, re-read whenever the file changes."""
+
+    def __init__(self, path: str | os.PathLike, clock=lambda: datetime.now(timezone.utc)) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._entries: dict[str, _Entry] = {}
+
+    def _refresh(self) -> None:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if stamp == self._stamp:
+                return
+            if stamp is None:
+                log.warning("tokens file %s missing: every call is unauthenticated", self.path)
+                self._entries, self._stamp = {}, None
+                return
+            try:
+                self._entries = _load_tokens(self.path)
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                # A half-written rotation must not lock everyone out: keep the
+                # previous tokens and try again on the next call.
+                log.error("cannot load tokens file %s, keeping previous tokens: %s", self.path, exc)
+                return
+            self._stamp = stamp
+            log.info("loaded %d tokens from %s", len(self._entries), self.path)
+
+    def authenticate(self, token: str | None) -> Principal | None:
+        """The principal for a valid, unexpired token; None otherwise."""
+        if not token:
+            return None
+        self._refresh()
+        digest = hash_token(token)
+        entry = None
+        for known, e in self._entries.items():  # constant-time compare, no early exit
+            if hmac.compare_digest(known, digest):
+                entry = e
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= self._clock()):
+            return None
+        return entry.principal
+
+
+def generate_dev_tokens(path: str | os.PathLike) -> dict[str, str]:
+    """Write a tokens file with one principal per role (plus `service`);
+    return name -> plaintext token. The plaintext is never stored."""
+    path = Path(path)
+    tokens = {name: secrets.token_urlsafe(32) for name in (*ROLES, SERVICE_ROLE)}
+    doc = {"tokens": [
+        {"name": name, "roles": [name], "sha256": hash_token(tok), "expires_at": None}
+        for name, tok in tokens.items()
+    ]}
+    _write_private(path, yaml.safe_dump(doc, sort_keys=False))
+    return tokens
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomic replace with mode 0600, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Policy:
+    """Full method name (or '/pkg.Service/*') -> roles allowed. Deny by default."""
+
+    def __init__(self, methods: dict[str, frozenset[str]]) -> None:
+        self.methods = methods
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> "Policy":
+        doc = yaml.safe_load(Path(path or DEFAULT_POLICY_PATH).read_text(encoding="utf-8")) or {}
+        methods = {}
+        for name, roles in (doc.get("methods") or {}).items():
+            if not str(name).startswith("/") or str(name).count("/") != 2:
+                raise ValueError(f"rbac: {name!r} is not '/package.Service/Method' or '/package.Service/*'")
+            methods[str(name)] = frozenset(map(str, roles or ()))
+        return cls(methods)
+
+    def roles_for(self, method: str) -> frozenset[str]:
+        # An exact entry wins over the service wildcard so one RPC can be
+        # narrowed below the rest of its service.
+        if method in self.methods:
+            return self.methods[method]
+        service = method.rsplit("/", 1)[0]
+        return self.methods.get(service + "/*", frozenset())
+
+    def allows(self, principal: Principal, method: str) -> bool:
+        return ADMIN_ROLE in principal.roles or bool(principal.roles & self.roles_for(method))
+
+
+def _bearer(ctx: grpc.ServicerContext) -> str | None:
+    value = metadata_value(ctx, "authorization")
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Authenticates the bearer token, checks the policy, sets current_principal()."""
+
+    def __init__(self, token_store: TokenStore, policy: Policy) -> None:
+        self.tokens = token_store
+        self.policy = policy
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+
+        def wrap(behavior, streaming):
+            # Checked inside the behavior: it runs on the worker thread, where
+            # the principal contextvar must be set.
+            def admit(context) -> tuple[CallContext, contextvars.Token]:
+                ctx = CallContext.of(context)
+                principal = self.tokens.authenticate(_bearer(ctx))
+                if principal is None:
+                    ctx.abort(grpc.StatusCode.UNAUTHENTICATED, "missing, invalid or expired bearer token")
+                ctx.fields["principal"] = principal.name
+                if not self.policy.allows(principal, method):
+                    ctx.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.name} may not call {method}")
+                return ctx, _principal.set(principal)
+
+            def release(token):
+                try:
+                    _principal.reset(token)
+                except ValueError:  # a cancelled stream is closed from another context
+                    pass
+
+            if not streaming:
+                def unary(request, context):
+                    ctx, token = admit(context)
+                    try:
+                        return behavior(request, ctx)
+                    finally:
+                        release(token)
+                return unary
+
+            def stream(request, context):
+                ctx, token = admit(context)
+                try:
+                    yield from behavior(request, ctx)
+                finally:
+                    release(token)
+            return stream
+
+        return wrap_handler(handler, wrap)

@@ -1,0 +1,112 @@
+"""Exceptions -> gRPC status, as one server interceptor.
+
+Callers get a code they can act on and a message that is safe to show:
+KequnError keeps its message (with google.rpc.BadRequest details for
+InvalidArgument); database trouble becomes UNAVAILABLE or ABORTED; anything
+else becomes INTERNAL with an error id that points at the logged traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.common import errors
+from services.common.db import is_conflict, is_unavailable
+from services.common.rpc import CallContext, wrap_handler
+
+log = logging.getLogger(__name__)
+
+_CODES: dict[type[errors.KequnError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Aborted: grpc.StatusCode.ABORTED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def _status(code: grpc.StatusCode, message: str, details=()) -> status_pb2.Status:
+    st = status_pb2.Status(code=code.value[0], message=message)
+    for d in details:
+        st.details.add().Pack(d)
+    return st
+
+
+def to_status_proto(exc: BaseException) -> status_pb2.Status:
+    """The google.rpc.Status a caller should see for `exc` (also used for
+    per-item errors inside streams, e.g. TierDecision.error)."""
+    for cls in type(exc).__mro__:
+        if cls in _CODES:
+            details = ()
+            if isinstance(exc, errors.InvalidArgument) and exc.violations:
+                details = (error_details_pb2.BadRequest(field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in exc.violations
+                ]),)
+            return _status(_CODES[cls], exc.message, details)
+    if is_conflict(exc):
+        return _status(grpc.StatusCode.ABORTED, "aborted: concurrent modification, retry")
+    if is_unavailable(exc):
+        log.warning("database unavailable: %s", exc)
+        return _status(grpc.StatusCode.UNAVAILABLE, "database unavailable")
+    if isinstance(exc, grpc.RpcError) and exc.code() in (  # a call to another service failed
+            grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        log.warning("dependency unavailable: %s %s", exc.code(), exc.details())
+        return _status(grpc.StatusCode.UNAVAILABLE, "dependency unavailable")
+    error_id = uuid.uuid4().hex[:16]
+    log.error("unhandled error %s", error_id, exc_info=exc)
+    return _status(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")
+
+
+def to_grpc_status(exc: BaseException) -> grpc.Status:
+    return rpc_status.to_status(to_status_proto(exc))
+
+
+def abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:
+    """Abort the RPC with the status for `exc`. Always raises."""
+    context.abort_with_status(to_grpc_status(exc))
+
+
+def code_name(status: status_pb2.Status) -> str:
+    return code_pb2.Code.Name(status.code)
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Innermost layer: no exception leaves a handler unmapped."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        return None if handler is None else wrap_handler(handler, _guard)
+
+
+def _guard(behavior, streaming: bool):
+    if not streaming:
+        def unary(request, context):
+            ctx = CallContext.of(context)
+            try:
+                return behavior(request, ctx)
+            except Exception as exc:
+                if ctx.aborted:  # context.abort() already chose the status
+                    raise
+                abort_with(ctx, exc)
+        return unary
+
+    def stream(request, context):
+        ctx = CallContext.of(context)
+        try:
+            yield from behavior(request, ctx)
+        except Exception as exc:
+            if ctx.aborted:
+                raise
+            abort_with(ctx, exc)
+    return stream

@@ -1,0 +1,114 @@
+"""Plumbing shared by the server interceptors.
+
+grpc's Python server interceptors only see the method handler, not the call's
+outcome. To let metrics and logs report the *final* status code (also when an
+inner layer calls context.abort), every layer runs the handler with a
+CallContext: one proxy per call, created by the outermost layer and reused by
+the inner ones, that records the code set through set_code/abort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+UNARY = "unary"
+CLIENT_STREAM = "client_stream"
+SERVER_STREAM = "server_stream"
+BIDI_STREAM = "bidi_stream"
+
+
+class CallContext:
+    """A ServicerContext proxy that remembers the status the call ends with."""
+
+    def __init__(self, inner: grpc.ServicerContext) -> None:
+        self._inner = inner
+        self.code: grpc.StatusCode | None = None
+        self.details: str | None = None
+        self.aborted = False
+        # Free-form per-call fields layers share (principal, request id, ...).
+        self.fields: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, context: grpc.ServicerContext) -> "CallContext":
+        return context if isinstance(context, CallContext) else cls(context)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+        self._inner.set_code(code)
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+        self._inner.set_details(details)
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.code, self.details, self.aborted = code, details, True
+        self._inner.abort(code, details)
+
+    def abort_with_status(self, status: grpc.Status) -> None:
+        self.code, self.details, self.aborted = status.code, status.details, True
+        self._inner.abort_with_status(status)
+
+    def final_code(self, raised: BaseException | None) -> grpc.StatusCode:
+        """The code the client will see, given how the handler ended."""
+        if raised is None:
+            return self.code or grpc.StatusCode.OK
+        if isinstance(raised, GeneratorExit):
+            return grpc.StatusCode.CANCELLED
+        if self.aborted and self.code is not None:
+            return self.code
+        return grpc.StatusCode.UNKNOWN  # what grpc answers for an uncaught exception
+
+
+def rpc_type(handler: grpc.RpcMethodHandler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return BIDI_STREAM
+    if handler.request_streaming:
+        return CLIENT_STREAM
+    if handler.response_streaming:
+        return SERVER_STREAM
+    return UNARY
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """'/pkg.Service/Method' -> ('pkg.Service', 'Method')."""
+    _, _, rest = full_method.partition("/")
+    service, _, method = rest.rpartition("/")
+    return service or "unknown", method or rest
+
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+# A wrapper takes the original behavior and whether its response is a stream,
+# and returns the behavior to install instead.
+Wrapper = Callable[[Behavior, bool], Behavior]
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHandler:
+    """Rebuild `handler` with its behavior wrapped, keeping (de)serializers."""
+    de, ser = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), de, ser)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, True), de, ser)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary, False), de, ser)
+    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), de, ser)
+
+
+def metadata_value(context: grpc.ServicerContext, key: str) -> str | None:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode("utf-8", "replace")
+    return None
+
+
+def iterate(it: Iterator[Any], each: Callable[[Any], None]) -> Iterator[Any]:
+    """Yield from `it`, calling `each` per item (used to count messages)."""
+    for item in it:
+        each(item)
+        yield item

@@ -1,0 +1,88 @@
+"""Validation names the exact path of every problem and refuses what the
+engine could not run."""
+import pytest
+
+from services.rules.validation import MAX_RULES, validate_text
+
+
+def problems(text, kinds, engine):
+    return {(p.path, p.message.split(":")[0]) for p in validate_text(text, kinds, engine).problems}
+
+
+def paths(text, kinds, engine):
+    return [p.path for p in validate_text(text, kinds, engine).problems]
+
+
+def test_the_sample_document_is_valid_and_its_examples_pass(doc_text, kinds, engine):
+    result = validate_text(doc_text, kinds, engine)
+    assert result.ok, result.problems
+    assert result.document.name == "test.tiers"
+    assert engine.loaded_names() == []  # the trial load was unloaded
+
+
+def test_a_gap_between_bands_is_refused_with_its_path(doc_text, kinds, engine):
+    text = doc_text.replace("{value: AFFLUENT, from: 5000000", "{value: AFFLUENT, from: 5000001")
+    result = validate_text(text, kinds, engine)
+    assert [(p.path, p.message) for p in result.problems] == [
+        ("bands[0].bands[2].from", "gap: nothing covers 5000000 to 5000001")]
+
+
+def test_an_overlap_between_bands_is_refused(doc_text, kinds, engine):
+    text = doc_text.replace("{value: AFFLUENT, from: 5000000", "{value: AFFLUENT, from: 4999999")
+    assert paths(text, kinds, engine) == ["bands[0].bands[2].from"]
+    assert "overlap" in validate_text(text, kinds, engine).problems[0].message
+
+
+def test_only_the_last_band_may_be_open_at_the_top(doc_text, kinds, engine):
+    text = doc_text.replace("{value: LONG_TAIL, from: 1000000, below: 5000000}", "{value: LONG_TAIL, from: 1000000}")
+    assert "bands[0].bands[1].below" in paths(text, kinds, engine)
+
+
+def test_unknown_field_operator_and_outcome_are_named(doc_text, kinds, engine):
+    text = (doc_text.replace("age: {gte: {param: silver_age}}", "agee: {gte: 1}")
+            .replace("card: {in: [PLATINUM, BLACK]}", "card: {among: [PLATINUM]}")
+            .replace("then: {flags: [PB_PROSPECT]}", "then: {flagz: [PB_PROSPECT]}"))
+    found = [(p.path, p.message) for p in validate_text(text, kinds, engine).problems]
+    assert ("rules[0].when", "unknown field 'agee' for kind test.customer") in found
+    assert any(path == "rules[1].when.card.among" and "unknown operator" in msg for path, msg in found)
+    assert any(path == "rules[2].then.flagz" for path, _ in found)
+
+
+def test_unknown_parameter_and_unknown_top_level_key(doc_text, kinds, engine):
+    text = doc_text.replace("{param: silver_age}", "{param: silver_agee}") + "\nextras: 1\n"
+    found = paths(text, kinds, engine)
+    assert "extras" in found and "rules[0].when.age.gte.param" in found
+
+
+def test_unknown_kind_and_bad_yaml(doc_text, kinds, engine):
+    assert paths(doc_text.replace("kind: test.customer", "kind: nope"), kinds, engine) == ["kind"]
+    assert validate_text("rules: [", kinds, engine).problems[0].message.startswith("not valid YAML")
+
+
+def test_failing_example_is_reported_with_expected_and_actual(doc_text, kinds, engine):
+    text = doc_text.replace("expect: {tier: PRIVATE_BANKING", "expect: {tier: WEALTH")
+    (problem,) = validate_text(text, kinds, engine).problems
+    assert problem.path == "examples[0]"
+    assert "expected 'WEALTH', got 'PRIVATE_BANKING'" in problem.message
+
+
+def test_pathological_regex_and_too_many_rules_are_refused(doc_text, kinds, engine):
+    text = doc_text.replace("card: {in: [PLATINUM, BLACK]}", "name: {matches: '(a+)+b'}")
+    assert any("nested quantifier" in p.message for p in validate_text(text, kinds, engine).problems)
+    many = "\n".join(f"  - id: r{i}\n    when: {{age: {{eq: {i}}}}}\n    then: {{flags: [F]}}"
+                     for i in range(MAX_RULES + 1))
+    text = f"name: big\nkind: test.customer\nrules:\n{many}\n"
+    assert any(p.path == "rules" and "limited" in p.message for p in validate_text(text, kinds, engine).problems)
+
+
+def test_attributes_are_allowed_only_as_attributes_dot_key(doc_text, kinds, engine):
+    ok = doc_text.replace("card: {in: [PLATINUM, BLACK]}", "attributes.district: north")
+    assert validate_text(ok, kinds, engine, run_examples_too=False).ok
+    bad = doc_text.replace("card: {in: [PLATINUM, BLACK]}", "attributes: north")
+    assert not validate_text(bad, kinds, engine, run_examples_too=False).ok
+
+
+@pytest.mark.parametrize("pattern", ["[a-z]+@bank\\.cn", "^VIP.*"])
+def test_plain_regexes_compile_and_match(pattern, doc_text, kinds, engine):
+    text = doc_text.replace("card: {in: [PLATINUM, BLACK]}", f"name: {{matches: '{pattern}'}}")
+    assert validate_text(text, kinds, engine, run_examples_too=False).ok
