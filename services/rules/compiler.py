@@ -13,6 +13,10 @@ from .conditions import compile_condition
 from .document import BandTable, RulesetDocument, band_rule_id
 
 ALWAYS = {"$ex": {"id": 1}}  # every fact carries an id
+# An internal rule every fact matches. durable-rules reports a batch where no
+# fact matched anything as NOT_HANDLED with a state handle that crashes the
+# process when drained; with this rule that case never arises.
+SEEN_RULE = "_seen"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ def compile_document(doc: RulesetDocument) -> CompiledRuleset:
         definition[engine_name] = {"all": [{"m": expression}]}
         rules.append(CompiledRule(engine_name, rule_id, priority, dict(then), len(rules)))
 
+    definition[SEEN_RULE] = {"all": [{"m": ALWAYS}]}
     for table in doc.bands:
         fields.add(table.field)
         for band in table.bands:

@@ -67,8 +67,8 @@ def _plain(value: Decimal) -> int | float:
 class _Operand:
     """A compiled operand: a constant (``const``) or a durable-rules term."""
 
-    def __init__(self, const: Any = None, term: Any = None, is_const: bool = True):
-        self.const, self.term, self.is_const = const, term, is_const
+    def __init__(self, const: Any = None, term: Any = None, is_const: bool = True, refs: frozenset = frozenset()):
+        self.const, self.term, self.is_const, self.refs = const, term, is_const, refs
 
     def engine_value(self) -> Any:
         if self.is_const:
@@ -84,7 +84,7 @@ def compile_operand(raw: Any, parameters: Mapping[str, Any], path: str, fields: 
         (key, arg), = raw.items()
         if key == "field":
             fields.add(str(arg))
-            return _Operand(term={"$m": str(arg)}, is_const=False)
+            return _Operand(term={"$m": str(arg)}, is_const=False, refs=frozenset({str(arg)}))
         if key == "param":
             return _Operand(const=lookup_param(parameters, arg, f"{path}.param"))
         if key in ARITHMETIC:
@@ -102,7 +102,7 @@ def compile_operand(raw: Any, parameters: Mapping[str, Any], path: str, fields: 
                 return _Operand(const=folded)
             return _Operand(
                 term={ARITHMETIC[key]: {"$l": left.engine_value(), "$r": right.engine_value()}},
-                is_const=False,
+                is_const=False, refs=left.refs | right.refs,
             )
         raise ConditionError(path, f"unknown operand '{key}' (use field, param, add, sub, mul or div)")
     if isinstance(raw, list):
@@ -126,8 +126,13 @@ def _field_test(name: str, spec: Any, parameters: Mapping[str, Any], path: str, 
     for op, operand in spec.items():
         op_path = f"{path}.{op}"
         if op in COMPARISONS:
-            value = compile_operand(operand, parameters, op_path, fields).engine_value()
-            tests.append({name: value} if op == "eq" else {COMPARISONS[op]: {name: value}})
+            compiled = compile_operand(operand, parameters, op_path, fields)
+            value = compiled.engine_value()
+            test = {name: value} if op == "eq" else {COMPARISONS[op]: {name: value}}
+            # durable-rules reads an absent field on the right as a value, so
+            # "age >= monthly" would match without "monthly": require it.
+            guards = [{"$ex": {ref: 1}} for ref in sorted(compiled.refs)]
+            tests.append({"$and": [*guards, test]} if guards else test)
         elif op == "in":
             tests.append({"$or": [{name: v} for v in _const_list(operand, parameters, op_path)]})
         elif op == "not_in":

@@ -23,10 +23,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import durable_rules_engine as _core
 
-from .compiler import CompiledRule, CompiledRuleset
+from .compiler import SEEN_RULE, CompiledRule, CompiledRuleset
 
 BATCH = 500  # facts asserted per call: the engine's sweet spot measured here
-_NOT_HANDLED, _OBSERVED = 1, 2
+_OBSERVED = 2
 
 
 @dataclass(frozen=True)
@@ -164,13 +164,14 @@ class RuleEngine:
                 code, state = _core.assert_facts(handle, payload)
                 if code == _OBSERVED:
                     raise EngineError("duplicate fact id in one session")
-                if code not in (0, _NOT_HANDLED, 3) and code > 3:
+                if code != 0:  # SEEN_RULE makes every fact match: anything else is a bug
                     raise EngineError(f"durable-rules returned code {code}")
-                result = _core.start_action_for_state(handle, state) if code != _NOT_HANDLED else None
+                result = _core.start_action_for_state(handle, state)
                 while result:
                     message = json.loads(result[1])
                     for engine_rule, frame in message.items():
-                        matches[frame["m"]["id"]].append(loaded.compiled.rule(engine_rule))
+                        if engine_rule != SEEN_RULE:
+                            matches[frame["m"]["id"]].append(loaded.compiled.rule(engine_rule))
                     nxt = _core.complete_and_start_action(handle, state)
                     result = (None, nxt) if nxt else None
             finally:

@@ -121,3 +121,58 @@ def test_merge_scalar_by_priority_lists_by_union():
     low = CompiledRule("r0", "low", 0, {"tier": "A", "segments": ["X"]}, 0)
     high = CompiledRule("r1", "high", 5, {"tier": "B", "segments": ["Y", "X"]}, 1)
     assert merge_outcome([high, low], ["segments"]) == {"segments": ["Y", "X"], "tier": "B"}
+
+
+# A reference interpreter of the condition language, to check the engine on
+# random batches mixing facts that match several rules, one, or none (the case
+# durable-rules reports as NOT_HANDLED), with absent fields and empty lists.
+MIXED = """
+name: t.mixed
+kind: test.customer
+rules:
+  - {id: a, when: {card: BLACK}, then: {segments: [A]}}
+  - {id: b, when: {segs: {contains: Q}}, then: {segments: [B]}}
+  - {id: c, when: {name: {ne: foo}}, then: {segments: [C]}}
+  - {id: d, when: {any: [{segs: {contains_any: [Q, R]}}, {age: {gte: {field: monthly}}}]}, then: {segments: [D]}}
+  - {id: e, when: {all: [{name: {exists: false}}, {age: {lt: 5}}]}, then: {segments: [E]}}
+"""
+
+
+def reference_segments(v):
+    out = []
+    if v.get("card") == "BLACK":
+        out.append("A")
+    if "Q" in v.get("segs", []):
+        out.append("B")
+    if "name" in v and v["name"] != "foo":
+        out.append("C")
+    if any(x in v.get("segs", []) for x in "QR") or ("age" in v and "monthly" in v and v["age"] >= v["monthly"]):
+        out.append("D")
+    if "name" not in v and "age" in v and v["age"] < 5:
+        out.append("E")
+    return sorted(out)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+facts = st.fixed_dictionaries({}, optional={
+    "card": st.sampled_from(["BLACK", "GOLD"]),
+    "segs": st.lists(st.sampled_from(["Q", "R", "Z"]), max_size=3),
+    "name": st.sampled_from(["foo", "bar"]),
+    "age": st.integers(0, 10),
+    "monthly": st.integers(0, 10),
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(facts, min_size=1, max_size=40))
+def test_engine_equals_reference_on_random_mixed_batches(batch):
+    engine = RuleEngine()
+    loaded = engine.load(compile_document(load_text(MIXED)), 1, ["segments"])
+    try:
+        for values, result in zip(batch, loaded.evaluate_many(batch)):
+            assert sorted(result.outcome["segments"]) == reference_segments(values)
+        assert [sorted(loaded.evaluate(v).outcome["segments"]) for v in batch[:3]] == \
+            [reference_segments(v) for v in batch[:3]]
+    finally:
+        engine.unload(loaded)
