@@ -1,4 +1,6 @@
 # kequn — developer tasks. Each area keeps its targets in its own block.
+#
+# Quick start (README): `make up` runs the whole suite, `make test` the tests.
 
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 BUF ?= npx --yes @bufbuild/buf@1.75.0
@@ -20,3 +22,36 @@ protos-check:
 lint-protos:
 	$(BUF) lint
 # ------------------------------------------------------------ end contracts
+
+# ---------------------------------------------------------------------------
+# Quick start
+#   make up      install into .venv, migrate, run all four services with demo data
+#   make test    install into .venv and run the whole test suite
+#   make install just the install (editable, with the dev extras)
+# ---------------------------------------------------------------------------
+.PHONY: up test install ci
+
+VENV ?= .venv
+SYSTEM_PYTHON ?= python3
+
+$(VENV)/.installed: pyproject.toml
+	@$(SYSTEM_PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "kequn needs Python 3.11 or newer"'
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(VENV)/bin/kequn up
+
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# What CI runs (see .ci/run): contracts, operations checks, then the tests.
+ci: install protos-check
+	$(MAKE) lint-protos
+	@if [ -f .ci/ops.sh ]; then bash .ci/ops.sh; fi
+	$(MAKE) test
+# -------------------------------------------------------------- end quick start
