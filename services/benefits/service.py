@@ -1,0 +1,598 @@
+"""Use cases of benefits: plain values in, plain values out.
+
+Source of truth: the published `benefits.catalog` ruleset holds policy — who
+is eligible (rules) and what each benefit is (parameters.catalog: quota,
+cool-down, channels, validity, points cost, budget group, unit cost).
+UpsertBenefit writes a definition to `benefits_definitions`, which replaces or
+extends the ruleset's entry of the same id (operations' local campaigns);
+eligibility always comes from the ruleset's rules. Stock, budgets and points
+are balances with ledgers in the database.
+
+A claim: eligibility is decided before the transaction (rules, no database);
+then one transaction takes the customer+benefit lock (quota and cool-down,
+whatever the channel), debits points, reserves a unit of stock and spends the
+budget with conditional UPDATEs, and writes the claim. Any refusal rolls all
+of it back.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from sqlalchemy.exc import IntegrityError
+
+from services.common.db import UnitOfWork, retry_on_conflict
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from services.common.paging import decode_token, encode_token, page_size
+
+from . import domain
+from .domain import BenefitDefinition, Calendar, Entitlement, Grant, Mismatch, Profile
+from .metrics import BenefitsMetrics
+from .profiles import ProfileSource
+from .rules_kind import CATALOG_RULESET
+from .store import BenefitsRepository
+
+OVERRIDES_TTL_SECONDS = 2.0  # other replicas' UpsertBenefit is seen within this
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The catalog and rules in force for one request."""
+
+    ruleset: str
+    version: int
+    active: Any                      # services.rules.runtime.ActiveRuleset
+    calendar: Calendar
+    catalog: Mapping[str, BenefitDefinition]
+    descriptions: Mapping[str, str]  # rule id → description
+    cache_seconds: int
+    max_staleness_seconds: int
+
+    def grants(self, evaluation) -> dict[str, Grant]:
+        fired = [(f.rule_id, f.then, self.descriptions.get(f.rule_id, "")) for f in evaluation.fired]
+        return domain.grants(fired, self.catalog)
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    claim_id: str
+    request_id: str
+    customer_id: str
+    benefit_id: str
+    channel: str
+    status: str
+    claimed_at: datetime
+    points_spent: int
+    budget_group: str
+    budget_period: str
+    budget_spent_fen: int
+    rule_id: str
+    ruleset_version: int
+    fulfilled_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    cancel_reason: str = ""
+
+    @classmethod
+    def of(cls, row) -> "ClaimRecord":
+        return cls(row.claim_id, row.request_id, row.customer_id, row.benefit_id, row.channel, row.status,
+                   row.claimed_at, row.points_spent, row.budget_group, row.budget_period, row.budget_spent_fen, row.rule_id,
+                   row.ruleset_version, row.fulfilled_at, row.cancelled_at, row.cancel_reason)
+
+
+@dataclass(frozen=True)
+class EntitlementsView:
+    customer_id: str
+    tier: str
+    ruleset: str
+    version: int
+    entitlements: list[Entitlement]
+
+
+@dataclass(frozen=True)
+class InventoryView:
+    benefit_id: str
+    on_hand: int
+    reserved: int
+    updated_at: datetime | None
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+@dataclass(frozen=True)
+class BudgetView:
+    group: str
+    period: str
+    amount_fen: int
+    spent_fen: int
+
+    @property
+    def remaining_fen(self) -> int:
+        return self.amount_fen - self.spent_fen
+
+
+def _required_code(field: str, value: str) -> None:
+    if not domain.CODE_RE.match(value or ""):
+        raise InvalidArgument(violations=[(field, "required: an UPPER_SNAKE code")])
+
+
+def _required(field: str, value: str, max_len: int = 128) -> None:
+    if not value or not value.strip():
+        raise InvalidArgument(violations=[(field, "required")])
+    if len(value) > max_len:
+        raise InvalidArgument(violations=[(field, f"at most {max_len} characters")])
+
+
+class BenefitsService:
+    def __init__(self, session_factory, rules, profiles: ProfileSource, *,
+                 clock: Callable[[], datetime] = utcnow, metrics: BenefitsMetrics | None = None,
+                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+        self._sessions = session_factory
+        self._rules = rules
+        self.profiles = profiles
+        self._clock = clock
+        self.metrics = metrics or BenefitsMetrics()
+        self._new_id = new_id
+        self._lock = threading.Lock()
+        self._parsed: tuple[int, int, dict, Calendar, dict] | None = None  # (id(active), version, ...)
+        self._overrides: tuple[float, dict[str, BenefitDefinition]] | None = None
+
+    # ------------------------------------------------------------- policy
+    def _uow(self) -> UnitOfWork:
+        return UnitOfWork(self._sessions)
+
+    def _load_overrides(self, force: bool = False) -> dict[str, BenefitDefinition]:
+        with self._lock:
+            cached = self._overrides
+        if cached and not force and time.monotonic() - cached[0] < OVERRIDES_TTL_SECONDS:
+            return cached[1]
+        with self._uow() as uow:
+            raw = BenefitsRepository(uow.session).definitions()
+        parsed = {}
+        for benefit_id, entry in raw.items():
+            definition, _ = domain.parse_definition(benefit_id, entry)
+            if definition:  # validated on write; a bad row is skipped, never served
+                parsed[benefit_id] = definition
+        with self._lock:
+            self._overrides = (time.monotonic(), parsed)
+        return parsed
+
+    def policy(self) -> Policy:
+        active = self._rules.active(CATALOG_RULESET)
+        with self._lock:
+            parsed = self._parsed
+        if parsed is None or parsed[0] != id(active) or parsed[1] != active.version:
+            params = active.document.parameters
+            catalog, _ = domain.parse_catalog(params.get("catalog"))  # validated on publish
+            calendar = Calendar.named(str(params.get("timezone", "Asia/Shanghai")))
+            descriptions = {r.id: r.description for r in active.document.rules}
+            parsed = (id(active), active.version, catalog, calendar, descriptions)
+            with self._lock:
+                self._parsed = parsed
+        _, version, catalog, calendar, descriptions = parsed
+        params = active.document.parameters
+        return Policy(
+            ruleset=active.name, version=version, active=active, calendar=calendar,
+            catalog=domain.merge_catalog(catalog, self._load_overrides()), descriptions=descriptions,
+            cache_seconds=int(params.get("profile_cache_seconds", 0)),
+            max_staleness_seconds=int(params.get("profile_max_staleness_seconds", 0)))
+
+    def _profile(self, policy: Policy, customer_id: str) -> Profile:
+        return self.profiles.get(customer_id, policy.cache_seconds, policy.max_staleness_seconds)
+
+    # ------------------------------------------------------- entitlements
+    def list_entitlements(self, customer_id: str, include_locked: bool = False) -> EntitlementsView:
+        started = time.perf_counter()
+        _required("customer_id", customer_id, 64)
+        policy = self.policy()
+        profile = self._profile(policy, customer_id)
+        inputs = [profile.facts()]
+        if include_locked and profile.next_tier:
+            inputs.append(profile.facts(profile.next_tier))
+        evaluations = policy.active.evaluate_many(inputs)
+        granted = policy.grants(evaluations[0])
+        at_next = policy.grants(evaluations[1]) if len(evaluations) > 1 else {}
+        now = self._clock()
+        with self._uow() as uow:
+            live = BenefitsRepository(uow.session).live_claims(customer_id)
+        usage = self._usage(policy, live, now)
+        shown = domain.build_entitlements(profile, granted, at_next, policy.catalog, usage, now,
+                                          policy.calendar, include_locked)
+        self.metrics.entitlements_seconds.observe(time.perf_counter() - started)
+        return EntitlementsView(customer_id, profile.tier, policy.ruleset, policy.version, shown)
+
+    @staticmethod
+    def _usage(policy: Policy, live, now: datetime) -> dict[str, domain.Usage]:
+        per_benefit: dict[str, list] = {}
+        for row in live:
+            per_benefit.setdefault(row.benefit_id, []).append((row.period_key, row.claimed_at))
+        usage = {}
+        for benefit_id, rows in per_benefit.items():
+            definition = policy.catalog.get(benefit_id)
+            if definition is not None:
+                key = policy.calendar.period_key(definition.quota_period, now)
+                usage[benefit_id] = domain.usage_from_claims(rows, key)
+        return usage
+
+    # -------------------------------------------------------------- claims
+    def claim(self, customer_id: str, benefit_id: str, channel: str, request_id: str,
+              actor: str = "") -> ClaimRecord:
+        try:
+            record, replayed = self._claim(customer_id, benefit_id, channel, request_id, actor)
+        except Exception as exc:
+            outcome = _outcome(exc)
+            # a label per unknown id sent by a caller would grow without bound
+            label = "_unknown" if outcome in ("invalid_argument", "not_found") else benefit_id
+            self.metrics.claims.labels(label, outcome).inc()
+            raise
+        self.metrics.claims.labels(benefit_id, "replayed" if replayed else "claimed").inc()
+        return record
+
+    def _claim(self, customer_id, benefit_id, channel, request_id, actor) -> tuple[ClaimRecord, bool]:
+        _required("customer_id", customer_id, 64)
+        _required_code("benefit_id", benefit_id)
+        _required_code("channel", channel)
+        _required("request_id", request_id)
+        with self._uow() as uow:
+            existing = BenefitsRepository(uow.session).claim_by_request(request_id)
+        if existing is not None:
+            return self._replay(existing, customer_id, benefit_id), True
+        policy = self.policy()
+        definition = policy.catalog.get(benefit_id)
+        if definition is None:
+            raise NotFound(f"benefit {benefit_id} does not exist")
+        profile = self._profile(policy, customer_id)
+        now = self._clock()
+        domain.check_offer(definition, channel, policy.calendar.local_date(now))
+        grant = policy.grants(policy.active.evaluate(profile.facts())).get(benefit_id)
+        if grant is None:
+            raise FailedPrecondition(f"customer {customer_id} ({profile.tier}) is not eligible for {benefit_id}")
+
+        def attempt() -> tuple[ClaimRecord, bool]:
+            with self._uow() as uow:
+                repo = BenefitsRepository(uow.session)
+                repo.lock_customer_benefit(customer_id, benefit_id)
+                again = repo.claim_by_request(request_id)  # a concurrent retry got here first
+                if again is not None:
+                    return self._replay(again, customer_id, benefit_id), True
+                record = self._claim_locked(repo, policy, definition, grant, customer_id, channel,
+                                            request_id, actor, self._clock())
+                uow.commit()
+            self._refresh_gauges(definition, record)
+            return record, False
+
+        try:
+            return retry_on_conflict(attempt)
+        except IntegrityError:
+            # Two first tries of one request_id for different benefits: one won.
+            with self._uow() as uow:
+                existing = BenefitsRepository(uow.session).claim_by_request(request_id)
+            if existing is None:
+                raise
+            return self._replay(existing, customer_id, benefit_id), True
+
+    def _replay(self, row, customer_id: str, benefit_id: str) -> ClaimRecord:
+        if row.customer_id != customer_id or row.benefit_id != benefit_id:
+            raise InvalidArgument(violations=[("request_id", "already used for another claim")])
+        return ClaimRecord.of(row)
+
+    def _claim_locked(self, repo: BenefitsRepository, policy: Policy, definition: BenefitDefinition, grant: Grant,
+                      customer_id: str, channel: str, request_id: str, actor: str, now: datetime) -> ClaimRecord:
+        period_key = policy.calendar.period_key(definition.quota_period, now)
+        live = repo.live_claims(customer_id, definition.benefit_id)
+        domain.check_usage(definition, domain.usage_from_claims([(r.period_key, r.claimed_at) for r in live],
+                                                                period_key), now)
+        claim_id = self._new_id()
+        if definition.points_cost:
+            if not repo.debit_points(customer_id, definition.points_cost):
+                raise FailedPrecondition(f"not enough points: {definition.benefit_id} costs "
+                                         f"{definition.points_cost}, balance {repo.points_balance(customer_id)}")
+            repo.points_movement(customer_id, "CLAIM", -definition.points_cost, now, claim_id, actor=actor)
+        if definition.physical:
+            if not repo.reserve_unit(definition.benefit_id, now):
+                raise ResourceExhausted(f"{definition.benefit_id} is out of stock")
+            repo.inventory_movement(definition.benefit_id, "OUT_CLAIM", 0, 1, now, claim_id, actor=actor)
+        budget_period, charged = "", 0
+        if definition.budget_group and definition.unit_cost_fen:
+            budget = repo.first_budget(definition.budget_group, policy.calendar.budget_periods(now))
+            if budget is None:
+                raise ResourceExhausted(f"no budget set for group {definition.budget_group} this period")
+            if not repo.spend_budget(budget.group_code, budget.period, definition.unit_cost_fen):
+                raise ResourceExhausted(f"budget of {definition.budget_group} for {budget.period} is spent")
+            repo.budget_movement(budget.group_code, budget.period, "SPEND", 0, definition.unit_cost_fen, now,
+                                 claim_id, actor)
+            budget_period, charged = budget.period, definition.unit_cost_fen
+        repo.insert_claim(
+            claim_id=claim_id, request_id=request_id, customer_id=customer_id, benefit_id=definition.benefit_id,
+            channel=channel, status=domain.CLAIMED, period_key=period_key, points_spent=definition.points_cost,
+            physical=definition.physical, budget_group=definition.budget_group if charged else "",
+            budget_period=budget_period, budget_spent_fen=charged, rule_id=grant.rule_id,
+            ruleset_version=policy.version, claimed_by=actor, claimed_at=now, cancel_reason="")
+        return ClaimRecord.of(repo.claim_by_request(request_id))
+
+    def cancel(self, claim_id: str, reason: str, request_id: str = "", actor: str = "") -> ClaimRecord:
+        """Gives back points, stock, budget (and so quota) exactly once: the
+        CLAIMED → CANCELLED update is the guard; a repeat returns the claim."""
+        _required("claim_id", claim_id, 40)
+
+        def attempt() -> ClaimRecord:
+            with self._uow() as uow:
+                repo = BenefitsRepository(uow.session)
+                row = repo.claim(claim_id, for_update=True)
+                if row is None:
+                    raise NotFound(f"claim {claim_id} does not exist")
+                if row.status == domain.CANCELLED:
+                    return ClaimRecord.of(row)
+                now = self._clock()
+                if not repo.transition_claim(claim_id, domain.CANCELLED, cancelled_at=now, cancel_reason=reason):
+                    raise FailedPrecondition(f"claim {claim_id} is {row.status}; only a CLAIMED claim can be "
+                                             "cancelled")
+                if row.points_spent:
+                    repo.credit_points(row.customer_id, row.points_spent)
+                    repo.points_movement(row.customer_id, "REFUND", row.points_spent, now, claim_id, reason, actor)
+                if row.physical:
+                    repo.release_unit(row.benefit_id, now, hand_out=False)
+                    repo.inventory_movement(row.benefit_id, "BACK_CANCEL", 0, -1, now, claim_id, reason, actor)
+                if row.budget_spent_fen:
+                    repo.refund_budget(row.budget_group, row.budget_period, row.budget_spent_fen)
+                    repo.budget_movement(row.budget_group, row.budget_period, "REFUND", 0, -row.budget_spent_fen,
+                                         now, claim_id, actor)
+                record = ClaimRecord.of(repo.claim(claim_id))
+                uow.commit()
+            self.metrics.claims.labels(record.benefit_id, "cancelled").inc()
+            self._refresh_gauges_for(record.benefit_id, record.budget_group, record.budget_period)
+            return record
+
+        return retry_on_conflict(attempt)
+
+    def fulfill(self, claim_id: str, actor: str = "") -> ClaimRecord:
+        """The gift is handed out / the coupon issued: the unit leaves the store."""
+        _required("claim_id", claim_id, 40)
+
+        def attempt() -> ClaimRecord:
+            with self._uow() as uow:
+                repo = BenefitsRepository(uow.session)
+                row = repo.claim(claim_id, for_update=True)
+                if row is None:
+                    raise NotFound(f"claim {claim_id} does not exist")
+                if row.status == domain.FULFILLED:
+                    return ClaimRecord.of(row)
+                now = self._clock()
+                if not repo.transition_claim(claim_id, domain.FULFILLED, fulfilled_at=now):
+                    raise FailedPrecondition(f"claim {claim_id} is {row.status}; only a CLAIMED claim can be "
+                                             "fulfilled")
+                if row.physical:
+                    repo.release_unit(row.benefit_id, now, hand_out=True)
+                    repo.inventory_movement(row.benefit_id, "OUT_FULFILL", -1, -1, now, claim_id, actor=actor)
+                record = ClaimRecord.of(repo.claim(claim_id))
+                uow.commit()
+            return record
+
+        return retry_on_conflict(attempt)
+
+    def list_claims(self, customer_id: str, size: int = 0, token: str = "") -> tuple[list[ClaimRecord], str]:
+        _required("customer_id", customer_id, 64)
+        limit = page_size(size)
+        after = decode_token(token)
+        if after is not None and (not isinstance(after, list) or len(after) != 2):
+            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        with self._uow() as uow:
+            rows = BenefitsRepository(uow.session).claims_page(customer_id, after, limit + 1)
+        records = [ClaimRecord.of(r) for r in rows[:limit]]
+        nxt = encode_token([records[-1].claimed_at.isoformat(), records[-1].claim_id]) if len(rows) > limit else ""
+        return records, nxt
+
+    # ----------------------------------------------------- administration
+    def _idempotent(self, method: str, request_id: str, work: Callable[[BenefitsRepository, datetime], dict]) -> dict:
+        """Runs `work` once per (method, request_id); a repeat answers the first result."""
+        def attempt() -> dict:
+            with self._uow() as uow:
+                repo = BenefitsRepository(uow.session)
+                if request_id:
+                    stored = repo.stored_result(method, request_id)
+                    if stored is not None:
+                        return stored
+                now = self._clock()
+                result = work(repo, now)
+                if request_id:
+                    repo.store_result(method, request_id, result, now)
+                uow.commit()
+                return result
+
+        try:
+            return retry_on_conflict(attempt)
+        except IntegrityError:
+            with self._uow() as uow:  # the same request_id raced: answer the winner
+                stored = BenefitsRepository(uow.session).stored_result(method, request_id)
+            if stored is None:
+                raise
+            return stored
+
+    def upsert_benefit(self, benefit_id: str, entry: Mapping[str, Any], request_id: str = "",
+                       actor: str = "") -> tuple[BenefitDefinition, bool]:
+        definition, violations = domain.parse_definition(benefit_id, entry, "benefit")
+        if violations:
+            raise InvalidArgument(violations=violations)
+        policy = self.policy()
+        if definition.eligibility_rule and definition.eligibility_rule not in policy.descriptions:
+            raise InvalidArgument(violations=[("benefit.eligibility_rule",
+                                               f"no rule {definition.eligibility_rule} in {policy.ruleset} "
+                                               f"v{policy.version}")])
+
+        def work(repo: BenefitsRepository, now: datetime) -> dict:
+            existed = benefit_id in policy.catalog or benefit_id in repo.definitions()
+            repo.upsert_definition(benefit_id, definition.to_mapping(), actor, now)
+            if definition.physical:
+                repo.ensure_inventory(benefit_id, now)
+            return {"created": not existed}
+
+        result = self._idempotent("UpsertBenefit", request_id, work)
+        self._load_overrides(force=True)
+        return definition, bool(result["created"])
+
+    def _physical(self, benefit_id: str) -> BenefitDefinition:
+        _required_code("benefit_id", benefit_id)
+        definition = self.policy().catalog.get(benefit_id)
+        if definition is None:
+            raise NotFound(f"benefit {benefit_id} does not exist")
+        if not definition.physical:
+            raise FailedPrecondition(f"benefit {benefit_id} has no inventory (not a physical benefit)")
+        return definition
+
+    def adjust_inventory(self, benefit_id: str, delta: int, reason: str, request_id: str = "",
+                         actor: str = "") -> InventoryView:
+        self._physical(benefit_id)
+        if delta == 0:
+            raise InvalidArgument(violations=[("delta", "must not be 0")])
+        _required("reason", reason, 500)
+
+        def work(repo: BenefitsRepository, now: datetime) -> dict:
+            repo.ensure_inventory(benefit_id, now)
+            if not repo.adjust_on_hand(benefit_id, delta, now):
+                row = repo.inventory(benefit_id)
+                raise FailedPrecondition(f"cannot take {-delta} out of {benefit_id}: {row.on_hand} on hand, "
+                                         f"{row.reserved} held by claims")
+            repo.inventory_movement(benefit_id, "IN" if delta > 0 else "ADJUST", delta, 0, now, reason=reason,
+                                    actor=actor)
+            return {"benefit_id": benefit_id}
+
+        self._idempotent("AdjustInventory", request_id, work)
+        view = self.get_inventory(benefit_id)
+        self.metrics.stock_left.labels(benefit_id).set(view.available)
+        return view
+
+    def get_inventory(self, benefit_id: str) -> InventoryView:
+        self._physical(benefit_id)
+        with self._uow() as uow:
+            row = BenefitsRepository(uow.session).inventory(benefit_id)
+        if row is None:
+            return InventoryView(benefit_id, 0, 0, None)
+        return InventoryView(benefit_id, row.on_hand, row.reserved, row.updated_at)
+
+    def set_budget(self, group: str, period: str, amount_fen: int, request_id: str = "",
+                   actor: str = "") -> BudgetView:
+        _required_code("group", group)
+        calendar = self.policy().calendar
+        try:
+            end = calendar.budget_period_end(period)
+        except ValueError as exc:
+            raise InvalidArgument(violations=[("period", str(exc))]) from None
+        if end <= self._clock():
+            raise InvalidArgument(violations=[("period", f"{period} is in the past")])
+        if amount_fen < 0:
+            raise InvalidArgument(violations=[("amount_fen", "must not be negative")])
+
+        def work(repo: BenefitsRepository, now: datetime) -> dict:
+            current = repo.budget(group, period)
+            if current is not None and amount_fen < current.spent_fen:
+                raise FailedPrecondition(f"{current.spent_fen} fen of {group}/{period} is already spent; "
+                                         f"the budget cannot be set to {amount_fen}")
+            previous, _ = repo.set_budget_amount(group, period, amount_fen)
+            repo.budget_movement(group, period, "SET", amount_fen - previous, 0, now, actor=actor)
+            return {"group": group}
+
+        self._idempotent("SetBudget", request_id, work)
+        view = self.get_budget(group, period)
+        self.metrics.budget_left.labels(group, period).set(view.remaining_fen)
+        return view
+
+    def get_budget(self, group: str, period: str) -> BudgetView:
+        _required_code("group", group)
+        _required("period", period, 16)
+        with self._uow() as uow:
+            row = BenefitsRepository(uow.session).budget(group, period)
+        if row is None:
+            raise NotFound(f"no budget for {group} in {period}")
+        return BudgetView(row.group_code, row.period, row.amount_fen, row.spent_fen)
+
+    # ------------------------------------------------------------- points
+    def credit_points(self, customer_id: str, amount: int, reason: str, request_id: str, actor: str = "") -> int:
+        return self._points("CreditPoints", customer_id, amount, reason, request_id, actor)
+
+    def debit_points(self, customer_id: str, amount: int, reason: str, request_id: str, actor: str = "") -> int:
+        return self._points("DebitPoints", customer_id, amount, reason, request_id, actor)
+
+    def _points(self, method: str, customer_id: str, amount: int, reason: str, request_id: str, actor: str) -> int:
+        _required("customer_id", customer_id, 64)
+        _required("request_id", request_id)
+        if amount <= 0:
+            raise InvalidArgument(violations=[("points", "must be greater than 0")])
+
+        def work(repo: BenefitsRepository, now: datetime) -> dict:
+            if method == "CreditPoints":
+                repo.credit_points(customer_id, amount)
+                repo.points_movement(customer_id, "CREDIT", amount, now, reason=reason, actor=actor)
+            else:
+                if not repo.debit_points(customer_id, amount):
+                    raise FailedPrecondition(f"not enough points: balance {repo.points_balance(customer_id)}, "
+                                             f"debit {amount}")
+                repo.points_movement(customer_id, "DEBIT", -amount, now, reason=reason, actor=actor)
+            return {"customer_id": customer_id, "balance": repo.points_balance(customer_id)}
+
+        result = self._idempotent(method, request_id, work)
+        if result.get("customer_id") != customer_id:
+            raise InvalidArgument(violations=[("request_id", "already used for another customer")])
+        return int(result["balance"])
+
+    def points_balance(self, customer_id: str) -> int:
+        _required("customer_id", customer_id, 64)
+        with self._uow() as uow:
+            return BenefitsRepository(uow.session).points_balance(customer_id)
+
+    # ----------------------------------------------------- reconciliation
+    def reconcile(self) -> list[Mismatch]:
+        """Every balance against its ledger, and against the claims holding it."""
+        with self._uow() as uow:
+            repo = BenefitsRepository(uow.session)
+            found: list[Mismatch] = []
+            for r in repo.inventory_check():
+                subject = f"benefit/{r.benefit_id}"
+                found += domain.compare("INVENTORY", subject, "on hand", r.ledger_on_hand, r.on_hand)
+                found += domain.compare("INVENTORY", subject, "reserved", r.ledger_reserved, r.reserved)
+                found += domain.compare("INVENTORY", subject, "held by CLAIMED claims", r.claims_held, r.reserved)
+                self.metrics.stock_left.labels(r.benefit_id).set(r.on_hand - r.reserved)
+            for r in repo.budget_check():
+                subject = f"budget/{r.group_code}/{r.period}"
+                found += domain.compare("BUDGET", subject, "amount", r.ledger_amount, r.amount_fen)
+                found += domain.compare("BUDGET", subject, "spent", r.ledger_spent, r.spent_fen)
+                found += domain.compare("BUDGET", subject, "charged to live claims", r.claims_charged, r.spent_fen)
+                self.metrics.budget_left.labels(r.group_code, r.period).set(r.amount_fen - r.spent_fen)
+            for r in repo.points_check():
+                found += domain.compare("POINTS", f"customer/{r.customer_id}", "balance", r.ledger_total, r.balance)
+            ledger, spent = repo.claim_points_check()
+            found += domain.compare("POINTS", "claims", "points spent by live claims", ledger, spent)
+        self.metrics.reconciliation_ok.set(0 if found else 1)
+        return found
+
+    # ------------------------------------------------------------- gauges
+    def _refresh_gauges(self, definition: BenefitDefinition, record: ClaimRecord) -> None:
+        self._refresh_gauges_for(definition.benefit_id if definition.physical else "",
+                                 record.budget_group, record.budget_period)
+
+    def _refresh_gauges_for(self, benefit_id: str, group: str, period: str) -> None:
+        with self._uow() as uow:
+            repo = BenefitsRepository(uow.session)
+            row = repo.inventory(benefit_id) if benefit_id else None
+            if row is not None:
+                self.metrics.stock_left.labels(benefit_id).set(row.on_hand - row.reserved)
+            budget = repo.budget(group, period) if group else None
+            if budget is not None:
+                self.metrics.budget_left.labels(group, period).set(budget.amount_fen - budget.spent_fen)
+
+
+def _outcome(exc: BaseException) -> str:
+    """A bounded label for claims_total: the error kind, e.g. failed_precondition."""
+    name = type(exc).__name__
+    known = {"FailedPrecondition": "failed_precondition", "ResourceExhausted": "resource_exhausted",
+             "NotFound": "not_found", "InvalidArgument": "invalid_argument", "Unavailable": "unavailable",
+             "Aborted": "aborted"}
+    return known.get(name, "error")

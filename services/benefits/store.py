@@ -1,0 +1,387 @@
+"""Tables benefits owns and the queries on them (SQLAlchemy Core).
+
+Balances (stock, budget, points) are columns updated only by conditional
+UPDATEs that cannot go below their floor, and every change also writes a
+ledger row in the same transaction: the balance always equals the ledger sum,
+which `reconcile_rows` lets the service prove.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import (
+    BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table,
+    Text, UniqueConstraint, func, insert, select, update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class UtcDateTime(TypeDecorator):
+    """Timezone-aware UTC on both SQLite (which drops the zone) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+definitions = Table(
+    "benefits_definitions", metadata,
+    Column("benefit_id", String(64), primary_key=True),
+    Column("definition", Text, nullable=False),   # JSON: a catalog entry
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+claims = Table(
+    "benefits_claims", metadata,
+    Column("claim_id", String(40), primary_key=True),
+    Column("request_id", String(128), nullable=False, unique=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("benefit_id", String(64), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("period_key", String(16), nullable=False),     # quota period the claim counts in
+    Column("points_spent", BigInteger, nullable=False, default=0),
+    Column("physical", Boolean, nullable=False, default=False),
+    Column("budget_group", String(64), nullable=False, default=""),
+    Column("budget_period", String(16), nullable=False, default=""),
+    Column("budget_spent_fen", BigInteger, nullable=False, default=0),
+    Column("rule_id", String(200), nullable=False, default=""),
+    Column("ruleset_version", Integer, nullable=False, default=0),
+    Column("claimed_by", String(128), nullable=False, default=""),
+    Column("claimed_at", UtcDateTime, nullable=False),
+    Column("fulfilled_at", UtcDateTime),
+    Column("cancelled_at", UtcDateTime),
+    Column("cancel_reason", Text, nullable=False, default=""),
+    CheckConstraint("status IN ('CLAIMED','FULFILLED','CANCELLED')", name="ck_benefits_claims_status"),
+    Index("ix_benefits_claims_customer", "customer_id", "claimed_at"),
+    Index("ix_benefits_claims_customer_benefit", "customer_id", "benefit_id", "status"),
+)
+
+# One row per (customer, benefit): the lock every claim of that pair takes, so
+# quota and cool-down are decided one claim at a time, whatever the channel.
+claim_locks = Table(
+    "benefits_claim_locks", metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("benefit_id", String(64), primary_key=True),
+)
+
+inventory = Table(
+    "benefits_inventory", metadata,
+    Column("benefit_id", String(64), primary_key=True),
+    Column("on_hand", BigInteger, nullable=False, default=0),
+    Column("reserved", BigInteger, nullable=False, default=0),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("reserved >= 0 AND on_hand >= reserved", name="ck_benefits_inventory_floor"),
+)
+
+inventory_ledger = Table(
+    "benefits_inventory_ledger", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("benefit_id", String(64), nullable=False, index=True),
+    # IN / ADJUST (出入库登记), OUT_CLAIM (reserved), BACK_CANCEL, OUT_FULFILL (handed out)
+    Column("movement", String(16), nullable=False),
+    Column("on_hand_delta", BigInteger, nullable=False, default=0),
+    Column("reserved_delta", BigInteger, nullable=False, default=0),
+    Column("claim_id", String(40)),
+    Column("reason", Text, nullable=False, default=""),
+    Column("actor", String(128), nullable=False, default=""),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+budgets = Table(
+    "benefits_budgets", metadata,
+    Column("group_code", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("spent_fen", BigInteger, nullable=False, default=0),
+    CheckConstraint("spent_fen >= 0 AND spent_fen <= amount_fen", name="ck_benefits_budgets_floor"),
+)
+
+budget_ledger = Table(
+    "benefits_budget_ledger", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("group_code", String(64), nullable=False),
+    Column("period", String(16), nullable=False),
+    Column("movement", String(16), nullable=False),  # SET, SPEND, REFUND
+    Column("amount_delta", BigInteger, nullable=False, default=0),
+    Column("spent_delta", BigInteger, nullable=False, default=0),
+    Column("claim_id", String(40)),
+    Column("actor", String(128), nullable=False, default=""),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_benefits_budget_ledger_group", "group_code", "period"),
+)
+
+points = Table(
+    "benefits_points", metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("balance", BigInteger, nullable=False, default=0),
+    CheckConstraint("balance >= 0", name="ck_benefits_points_floor"),
+)
+
+points_ledger = Table(
+    "benefits_points_ledger", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("movement", String(16), nullable=False),  # CREDIT, DEBIT, CLAIM, REFUND
+    Column("delta", BigInteger, nullable=False),
+    Column("claim_id", String(40)),
+    Column("reason", Text, nullable=False, default=""),
+    Column("actor", String(128), nullable=False, default=""),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+# Results of idempotent mutations other than claims (claims carry their own
+# request_id): the same (method, request_id) answers the stored result.
+requests = Table(
+    "benefits_requests", metadata,
+    Column("method", String(64), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("result", Text, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+
+def _insert_ignore(conn: Connection | Session, table: Table, values: dict[str, Any]) -> None:
+    """INSERT that does nothing when the key exists (both dialects)."""
+    dialect = conn.bind.dialect.name if isinstance(conn, Session) else conn.dialect.name
+    stmt = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)).values(**values)
+    conn.execute(stmt.on_conflict_do_nothing())
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.bind.dialect.name == "postgresql"
+
+
+class BenefitsRepository:
+    """Every query of the benefits tables, on one session (one transaction)."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    # ---- definitions
+    def definitions(self) -> dict[str, dict]:
+        rows = self.s.execute(select(definitions.c.benefit_id, definitions.c.definition)).all()
+        return {r.benefit_id: json.loads(r.definition) for r in rows}
+
+    def upsert_definition(self, benefit_id: str, definition: dict, actor: str, now: datetime) -> bool:
+        """True if it is new."""
+        text_ = json.dumps(definition, ensure_ascii=False, sort_keys=True)
+        changed = self.s.execute(update(definitions).where(definitions.c.benefit_id == benefit_id).values(
+            definition=text_, updated_at=now, updated_by=actor)).rowcount
+        if changed:
+            return False
+        self.s.execute(insert(definitions).values(benefit_id=benefit_id, definition=text_, updated_at=now,
+                                                  updated_by=actor))
+        return True
+
+    # ---- idempotency of admin mutations
+    def stored_result(self, method: str, request_id: str) -> dict | None:
+        row = self.s.execute(select(requests.c.result).where(
+            requests.c.method == method, requests.c.request_id == request_id)).first()
+        return json.loads(row.result) if row else None
+
+    def store_result(self, method: str, request_id: str, result: dict, now: datetime) -> None:
+        self.s.execute(insert(requests).values(method=method, request_id=request_id,
+                                               result=json.dumps(result, sort_keys=True), at=now))
+
+    # ---- claims
+    def claim(self, claim_id: str, for_update: bool = False):
+        stmt = select(claims).where(claims.c.claim_id == claim_id)
+        if for_update and _is_postgres(self.s):
+            stmt = stmt.with_for_update()
+        return self.s.execute(stmt).first()
+
+    def claim_by_request(self, request_id: str):
+        return self.s.execute(select(claims).where(claims.c.request_id == request_id)).first()
+
+    def lock_customer_benefit(self, customer_id: str, benefit_id: str) -> None:
+        """Serializes the claims of one customer for one benefit (all channels)."""
+        _insert_ignore(self.s, claim_locks, {"customer_id": customer_id, "benefit_id": benefit_id})
+        if _is_postgres(self.s):
+            self.s.execute(select(claim_locks.c.customer_id).where(
+                claim_locks.c.customer_id == customer_id, claim_locks.c.benefit_id == benefit_id).with_for_update())
+
+    def live_claims(self, customer_id: str, benefit_id: str | None = None) -> list:
+        """(benefit_id, period_key, claimed_at) of claims not cancelled."""
+        stmt = select(claims.c.benefit_id, claims.c.period_key, claims.c.claimed_at).where(
+            claims.c.customer_id == customer_id, claims.c.status != "CANCELLED")
+        if benefit_id is not None:
+            stmt = stmt.where(claims.c.benefit_id == benefit_id)
+        return self.s.execute(stmt).all()
+
+    def insert_claim(self, **values) -> None:
+        self.s.execute(insert(claims).values(**values))
+
+    def transition_claim(self, claim_id: str, to: str, **values) -> bool:
+        """CLAIMED → `to`, only if still CLAIMED: the guard that makes a cancel
+        (and what it gives back) happen once."""
+        return self.s.execute(update(claims).where(claims.c.claim_id == claim_id, claims.c.status == "CLAIMED")
+                              .values(status=to, **values)).rowcount == 1
+
+    def claims_page(self, customer_id: str, after: tuple[str, str] | None, limit: int) -> list:
+        """Newest first; keyset on (claimed_at, claim_id)."""
+        stmt = select(claims).where(claims.c.customer_id == customer_id)
+        if after is not None:
+            at, claim_id = datetime.fromisoformat(after[0]), after[1]
+            stmt = stmt.where((claims.c.claimed_at < at) | ((claims.c.claimed_at == at) & (claims.c.claim_id < claim_id)))
+        return self.s.execute(stmt.order_by(claims.c.claimed_at.desc(), claims.c.claim_id.desc()).limit(limit)).all()
+
+    # ---- inventory
+    def inventory(self, benefit_id: str):
+        return self.s.execute(select(inventory).where(inventory.c.benefit_id == benefit_id)).first()
+
+    def all_inventory(self) -> list:
+        return self.s.execute(select(inventory)).all()
+
+    def ensure_inventory(self, benefit_id: str, now: datetime) -> None:
+        _insert_ignore(self.s, inventory, {"benefit_id": benefit_id, "on_hand": 0, "reserved": 0, "updated_at": now})
+
+    def adjust_on_hand(self, benefit_id: str, delta: int, now: datetime) -> bool:
+        """on_hand += delta unless that would go below what claims hold."""
+        return self.s.execute(update(inventory).where(
+            inventory.c.benefit_id == benefit_id, inventory.c.on_hand + delta >= inventory.c.reserved)
+            .values(on_hand=inventory.c.on_hand + delta, updated_at=now)).rowcount == 1
+
+    def reserve_unit(self, benefit_id: str, now: datetime) -> bool:
+        """One unit for a claim, only if one is available: never oversells."""
+        return self.s.execute(update(inventory).where(
+            inventory.c.benefit_id == benefit_id, inventory.c.on_hand - inventory.c.reserved >= 1)
+            .values(reserved=inventory.c.reserved + 1, updated_at=now)).rowcount == 1
+
+    def release_unit(self, benefit_id: str, now: datetime, hand_out: bool) -> None:
+        """Cancel: the unit is available again; fulfil: it leaves the store."""
+        values = {"reserved": inventory.c.reserved - 1, "updated_at": now}
+        if hand_out:
+            values["on_hand"] = inventory.c.on_hand - 1
+        self.s.execute(update(inventory).where(inventory.c.benefit_id == benefit_id).values(**values))
+
+    def inventory_movement(self, benefit_id: str, movement: str, on_hand_delta: int, reserved_delta: int,
+                           now: datetime, claim_id: str | None = None, reason: str = "", actor: str = "") -> None:
+        self.s.execute(insert(inventory_ledger).values(
+            benefit_id=benefit_id, movement=movement, on_hand_delta=on_hand_delta, reserved_delta=reserved_delta,
+            claim_id=claim_id, reason=reason, actor=actor, at=now))
+
+    # ---- budgets
+    def budget(self, group: str, period: str):
+        return self.s.execute(select(budgets).where(budgets.c.group_code == group, budgets.c.period == period)).first()
+
+    def all_budgets(self) -> list:
+        return self.s.execute(select(budgets)).all()
+
+    def first_budget(self, group: str, periods: Iterable[str]):
+        """The most specific existing budget among `periods` (in that order)."""
+        periods = list(periods)
+        rows = {r.period: r for r in self.s.execute(select(budgets).where(
+            budgets.c.group_code == group, budgets.c.period.in_(periods))).all()}
+        return next((rows[p] for p in periods if p in rows), None)
+
+    def set_budget_amount(self, group: str, period: str, amount: int) -> tuple[int, bool]:
+        """(previous amount, existed). Refuses (returns existed, no change) below spent."""
+        row = self.s.execute(select(budgets).where(budgets.c.group_code == group, budgets.c.period == period)
+                             .with_for_update() if _is_postgres(self.s) else
+                             select(budgets).where(budgets.c.group_code == group, budgets.c.period == period)).first()
+        if row is None:
+            self.s.execute(insert(budgets).values(group_code=group, period=period, amount_fen=amount, spent_fen=0))
+            return 0, False
+        self.s.execute(update(budgets).where(budgets.c.group_code == group, budgets.c.period == period)
+                       .values(amount_fen=amount))
+        return row.amount_fen, True
+
+    def spend_budget(self, group: str, period: str, fen: int) -> bool:
+        return self.s.execute(update(budgets).where(
+            budgets.c.group_code == group, budgets.c.period == period,
+            budgets.c.amount_fen - budgets.c.spent_fen >= fen).values(spent_fen=budgets.c.spent_fen + fen)).rowcount == 1
+
+    def refund_budget(self, group: str, period: str, fen: int) -> None:
+        self.s.execute(update(budgets).where(budgets.c.group_code == group, budgets.c.period == period)
+                       .values(spent_fen=budgets.c.spent_fen - fen))
+
+    def budget_movement(self, group: str, period: str, movement: str, amount_delta: int, spent_delta: int,
+                        now: datetime, claim_id: str | None = None, actor: str = "") -> None:
+        self.s.execute(insert(budget_ledger).values(
+            group_code=group, period=period, movement=movement, amount_delta=amount_delta, spent_delta=spent_delta,
+            claim_id=claim_id, actor=actor, at=now))
+
+    # ---- points
+    def points_balance(self, customer_id: str) -> int:
+        row = self.s.execute(select(points.c.balance).where(points.c.customer_id == customer_id)).first()
+        return row.balance if row else 0
+
+    def credit_points(self, customer_id: str, amount: int) -> None:
+        _insert_ignore(self.s, points, {"customer_id": customer_id, "balance": 0})
+        self.s.execute(update(points).where(points.c.customer_id == customer_id)
+                       .values(balance=points.c.balance + amount))
+
+    def debit_points(self, customer_id: str, amount: int) -> bool:
+        return self.s.execute(update(points).where(points.c.customer_id == customer_id, points.c.balance >= amount)
+                              .values(balance=points.c.balance - amount)).rowcount == 1
+
+    def points_movement(self, customer_id: str, movement: str, delta: int, now: datetime,
+                        claim_id: str | None = None, reason: str = "", actor: str = "") -> None:
+        self.s.execute(insert(points_ledger).values(
+            customer_id=customer_id, movement=movement, delta=delta, claim_id=claim_id, reason=reason,
+            actor=actor, at=now))
+
+    # ---- reconciliation inputs: (subject key, ledger sum, balance)
+    def inventory_check(self) -> list:
+        ledger = select(inventory_ledger.c.benefit_id,
+                        func.coalesce(func.sum(inventory_ledger.c.on_hand_delta), 0).label("on_hand"),
+                        func.coalesce(func.sum(inventory_ledger.c.reserved_delta), 0).label("reserved")
+                        ).group_by(inventory_ledger.c.benefit_id).subquery()
+        held = select(claims.c.benefit_id, func.count().label("held")).where(
+            claims.c.status == "CLAIMED", claims.c.physical.is_(True)).group_by(claims.c.benefit_id).subquery()
+        return self.s.execute(select(
+            inventory.c.benefit_id, inventory.c.on_hand, inventory.c.reserved,
+            func.coalesce(ledger.c.on_hand, 0).label("ledger_on_hand"),
+            func.coalesce(ledger.c.reserved, 0).label("ledger_reserved"),
+            func.coalesce(held.c.held, 0).label("claims_held"),
+        ).outerjoin(ledger, ledger.c.benefit_id == inventory.c.benefit_id)
+         .outerjoin(held, held.c.benefit_id == inventory.c.benefit_id)).all()
+
+    def budget_check(self) -> list:
+        ledger = select(budget_ledger.c.group_code, budget_ledger.c.period,
+                        func.sum(budget_ledger.c.amount_delta).label("amount"),
+                        func.sum(budget_ledger.c.spent_delta).label("spent")
+                        ).group_by(budget_ledger.c.group_code, budget_ledger.c.period).subquery()
+        charged = select(claims.c.budget_group, claims.c.budget_period,
+                         func.sum(claims.c.budget_spent_fen).label("charged")).where(
+            claims.c.status != "CANCELLED", claims.c.budget_group != "").group_by(
+            claims.c.budget_group, claims.c.budget_period).subquery()
+        return self.s.execute(select(
+            budgets.c.group_code, budgets.c.period, budgets.c.amount_fen, budgets.c.spent_fen,
+            func.coalesce(ledger.c.amount, 0).label("ledger_amount"),
+            func.coalesce(ledger.c.spent, 0).label("ledger_spent"),
+            func.coalesce(charged.c.charged, 0).label("claims_charged"),
+        ).outerjoin(ledger, (ledger.c.group_code == budgets.c.group_code) & (ledger.c.period == budgets.c.period))
+         .outerjoin(charged, (charged.c.budget_group == budgets.c.group_code)
+                    & (charged.c.budget_period == budgets.c.period))).all()
+
+    def points_check(self) -> list:
+        ledger = select(points_ledger.c.customer_id, func.sum(points_ledger.c.delta).label("total")
+                        ).group_by(points_ledger.c.customer_id).subquery()
+        return self.s.execute(select(points.c.customer_id, points.c.balance,
+                                     func.coalesce(ledger.c.total, 0).label("ledger_total"))
+                              .outerjoin(ledger, ledger.c.customer_id == points.c.customer_id)).all()
+
+    def claim_points_check(self) -> tuple[int, int]:
+        """(points debited by live claims per the ledger, points_spent of live claims)."""
+        ledger = self.s.execute(select(func.coalesce(func.sum(points_ledger.c.delta), 0)).where(
+            points_ledger.c.movement.in_(("CLAIM", "REFUND")))).scalar_one()
+        spent = self.s.execute(select(func.coalesce(func.sum(claims.c.points_spent), 0)).where(
+            claims.c.status != "CANCELLED")).scalar_one()
+        return -int(ledger), int(spent)
