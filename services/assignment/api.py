@@ -1,0 +1,157 @@
+"""The gRPC servicer: proto ↔ plain values. Errors are services.common.errors,
+mapped to status codes by the server's error interceptor."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from kequn.assignment.v1 import assignment_pb2 as pb
+from kequn.assignment.v1 import assignment_pb2_grpc
+from services.common.auth import current_principal
+from services.common.errors import InvalidArgument
+
+from .service import AssignmentService, RunResult
+
+SERVICE_NAME = "kequn.assignment.v1.AssignmentService"
+
+_LEVELS = {pb.BRANCH_LEVEL_BRANCH: "BRANCH", pb.BRANCH_LEVEL_SUB_BRANCH: "SUB_BRANCH",
+           pb.BRANCH_LEVEL_OUTLET: "OUTLET"}
+_LEVEL_OUT = {v: k for k, v in _LEVELS.items()}
+_ACTIONS = {pb.CHANGE_ACTION_ADD: "ADD", pb.CHANGE_ACTION_REMOVE: "REMOVE", pb.CHANGE_ACTION_TRANSFER: "TRANSFER"}
+_ACTION_OUT = {v: k for k, v in _ACTIONS.items()}
+_STATUS_OUT = {"PENDING": pb.CHANGE_REQUEST_STATUS_PENDING, "APPROVED": pb.CHANGE_REQUEST_STATUS_APPROVED,
+               "REJECTED": pb.CHANGE_REQUEST_STATUS_REJECTED, "EXPIRED": pb.CHANGE_REQUEST_STATUS_EXPIRED,
+               "SUPERSEDED": pb.CHANGE_REQUEST_STATUS_SUPERSEDED}
+_STATUS_IN = {v: k for k, v in _STATUS_OUT.items()}
+_LOCK_OUT = {"OPEN": pb.LOCK_PERIOD_STATUS_OPEN, "CLOSED": pb.LOCK_PERIOD_STATUS_CLOSED}
+_KIND_OUT = {"TIER": pb.ASSIGNMENT_KIND_TIER, "GROUP": pb.ASSIGNMENT_KIND_GROUP}
+
+
+def ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    out = Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def run_pb(r: RunResult) -> pb.AssignmentRun:
+    return pb.AssignmentRun(
+        run_id=r.run_id, assigned=r.assigned, moved=r.moved, unchanged=r.unchanged, removed=r.removed,
+        suggestions_created=r.suggestions_created, branch_id=r.branch_id, dry_run=r.dry_run,
+        started_at=ts(r.started_at), finished_at=ts(r.finished_at),
+        unplaced=[pb.Unplaced(customer_id=u["customer_id"], reason=u["reason"], tier=u.get("tier", ""),
+                              role=u["role"], branch_id=u["branch_id"]) for u in r.unplaced])
+
+
+def change_request_pb(r: dict) -> pb.ChangeRequest:
+    return pb.ChangeRequest(
+        change_request_id=r["change_request_id"], customer_id=r["customer_id"], action=_ACTION_OUT[r["action"]],
+        from_staff_id=r["from_staff_id"] or "", to_staff_id=r["to_staff_id"] or "", reason=r["reason"] or "",
+        status=_STATUS_OUT[r["status"]], requested_by=r["requested_by"], decided_by=r.get("decided_by") or "",
+        decision_comment=r.get("decision_comment") or "", suggested=bool(r["suggested"]),
+        created_at=ts(r["created_at"]), decided_at=ts(r.get("decided_at")), expires_at=ts(r["expires_at"]),
+        branch_id=r["branch_id"], period_id=r.get("period_id") or "", request_id=r.get("request_id") or "")
+
+
+def lock_period_pb(r: dict) -> pb.LockPeriod:
+    return pb.LockPeriod(period_id=r["period_id"], branch_id=r["branch_id"], starts_on=r["starts_on"],
+                         ends_on=r["ends_on"], status=_LOCK_OUT[r["status"]], opened_at=ts(r.get("opened_at")),
+                         closed_at=ts(r.get("closed_at")))
+
+
+class AssignmentApi(assignment_pb2_grpc.AssignmentServiceServicer):
+    def __init__(self, service: AssignmentService):
+        self.service = service
+
+    def UpsertBranch(self, request, context):
+        level = _LEVELS.get(request.level)
+        if level is None:
+            raise InvalidArgument(violations=[("level", "BRANCH, SUB_BRANCH or OUTLET")])
+        row, created = self.service.upsert_branch(current_principal().name, request.branch_id,
+                                                  request.parent_branch_id, request.name, level)
+        return pb.UpsertBranchResponse(branch=pb.Branch(
+            branch_id=row["branch_id"], parent_branch_id=row["parent_branch_id"] or "", name=row["name"],
+            level=_LEVEL_OUT[row["level"]]), created=created)
+
+    def UpsertStaff(self, request, context):
+        row, created = self.service.upsert_staff(current_principal().name, request.staff_id, request.branch_id,
+                                                 request.role, request.active, request.name)
+        return pb.UpsertStaffResponse(staff=pb.Staff(staff_id=row["staff_id"], branch_id=row["branch_id"],
+                                                     role=row["role"], active=row["active"], name=row["name"]),
+                                      created=created)
+
+    def RunAssignment(self, request, context):
+        return run_pb(self.service.run_assignment(current_principal().name, request.branch_id, request.dry_run,
+                                                  request.request_id))
+
+    def GetBook(self, request, context):
+        b = self.service.get_book(request.staff_id, request.page_size, request.page_token)
+        return pb.Book(staff_id=b.staff_id, role=b.role, size=b.size, initial_size=b.initial_size,
+                       max_size=b.max_size, customer_ids=b.customer_ids, next_page_token=b.next_page_token,
+                       branch_id=b.branch_id, locked=b.locked)
+
+    def GetCustomerManagers(self, request, context):
+        found = self.service.customer_managers(request.customer_id)
+        return pb.CustomerManagers(customer_id=request.customer_id, assignments=[
+            pb.Assignment(staff_id=m.staff_id, role=m.role, kind=_KIND_OUT[m.kind], since=ts(m.since),
+                          group=m.group) for m in found])
+
+    def ClaimGroup(self, request, context):
+        claim, covered = self.service.claim_group(current_principal().name, request.staff_id, request.group,
+                                                  dict(request.selector), request.request_id)
+        return pb.ClaimGroupResponse(claim=pb.GroupClaim(
+            staff_id=claim["staff_id"], group=claim["group_code"], selector=json.loads(claim["selector_json"]),
+            request_id=claim.get("request_id") or "", claim_id=claim["claim_id"],
+            claimed_at=ts(claim["claimed_at"])), customers=covered)
+
+    def OpenLockPeriod(self, request, context):
+        row = self.service.open_lock_period(current_principal().name, request.period_id, request.branch_id,
+                                            request.starts_on, request.ends_on)
+        return pb.OpenLockPeriodResponse(lock_period=lock_period_pb(row))
+
+    def CloseLockPeriod(self, request, context):
+        row, pending = self.service.close_lock_period(current_principal().name, request.period_id,
+                                                      request.branch_id)
+        return pb.CloseLockPeriodResponse(lock_period=lock_period_pb(row), suggestions_pending=pending)
+
+    def CreateChangeRequest(self, request, context):
+        action = _ACTIONS.get(request.action)
+        if action is None:
+            raise InvalidArgument(violations=[("action", "ADD, REMOVE or TRANSFER")])
+        row = self.service.create_change_request(current_principal().name, request.customer_id, action,
+                                                 request.from_staff_id, request.to_staff_id, request.reason,
+                                                 request.request_id)
+        return change_request_pb(row)
+
+    def _decide(self, request, approve: bool):
+        principal = current_principal()
+        return change_request_pb(self.service.decide(principal.name, "admin" in principal.roles,
+                                                     request.change_request_id, approve, request.comment,
+                                                     request.request_id))
+
+    def ApproveChangeRequest(self, request, context):
+        return self._decide(request, True)
+
+    def RejectChangeRequest(self, request, context):
+        return self._decide(request, False)
+
+    def ListChangeRequests(self, request, context):
+        rows, token = self.service.list_change_requests(_STATUS_IN.get(request.status, ""), request.branch_id,
+                                                        request.customer_id, request.page_size, request.page_token)
+        return pb.ListChangeRequestsResponse(change_requests=[change_request_pb(r) for r in rows],
+                                             next_page_token=token)
+
+    def ListAuditEvents(self, request, context):
+        start = request.start_time.ToDatetime(tzinfo=timezone.utc) \
+            if request.HasField("start_time") else None
+        end = request.end_time.ToDatetime(tzinfo=timezone.utc) \
+            if request.HasField("end_time") else None
+        rows, token = self.service.list_audit_events(request.page_size, request.page_token, request.subject,
+                                                     request.actor, request.action, start, end)
+        return pb.ListAuditEventsResponse(audit_events=[pb.AuditEvent(
+            event_id=str(r["event_id"]), at=ts(r["at"]), actor=r["actor"], action=r["action"],
+            subject=r["subject"], before_json=r["before_json"], after_json=r["after_json"], reason=r["reason"],
+            request_id=r["request_id"]) for r in rows], next_page_token=token)

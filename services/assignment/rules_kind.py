@@ -1,0 +1,56 @@
+"""The ruleset kinds assignment owns."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from services.rules.kinds import BOOL, INT, STRING, KindSpec, Problem
+
+POLICY_RULESET = "assignment.policy"
+
+
+def _check_policy(raw: Mapping) -> Iterable[Problem]:
+    """Book sizes: every role with non-negative ints, initial ≤ max (0 = no limit)."""
+    params = raw.get("parameters") or {}
+    books = params.get("books")
+    if not isinstance(books, Mapping) or not books:
+        yield Problem("parameters.books", "a mapping role -> {initial, max} is required")
+        return
+    for role, sizes in books.items():
+        path = f"parameters.books.{role}"
+        if not isinstance(sizes, Mapping):
+            yield Problem(path, "must be a mapping with initial and max")
+            continue
+        initial, maximum = sizes.get("initial"), sizes.get("max")
+        for key, value in (("initial", initial), ("max", maximum)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                yield Problem(f"{path}.{key}", "must be an integer ≥ 0 (0 = no limit)")
+        if isinstance(initial, int) and isinstance(maximum, int) and maximum and (not initial or initial > maximum):
+            yield Problem(path, "initial must be between 1 and max when max is limited")
+    hours = params.get("change_request_expiry_hours")
+    if isinstance(hours, bool) or not isinstance(hours, int) or hours <= 0:
+        yield Problem("parameters.change_request_expiry_hours", "must be a positive integer")
+    for i, role in enumerate(params.get("non_book_roles") or ()):
+        if role in books:
+            yield Problem(f"parameters.non_book_roles[{i}]", "a role cannot both hold a book and not")
+    for i, rule in enumerate(raw.get("rules") or ()):
+        for j, role in enumerate(((rule or {}).get("then") or {}).get("roles") or ()):
+            if role not in books:
+                yield Problem(f"rules[{i}].then.roles[{j}]", f"role {role!r} has no book size in parameters.books")
+
+
+POLICY_KIND = KindSpec(
+    name="assignment.policy",
+    service="assignment",
+    fields={
+        "tier": STRING,
+        "has_personal_loan": BOOL,
+        "annual_card_spend_fen": INT,
+        "annual_avg_aum_fen": INT,
+        "card_level": STRING,
+    },
+    outputs={"roles": "list"},
+    check=_check_policy,
+    description="Which roles must hold a customer (by tier, groups, flags), and book sizes per role.",
+)
+
+KINDS = [POLICY_KIND]

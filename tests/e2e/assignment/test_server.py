@@ -1,0 +1,95 @@
+"""The assignment server alone as a real process: the gRPC surface, errors, roles, metrics."""
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from kequn.assignment.v1 import assignment_pb2 as apb
+from kequn.assignment.v1 import assignment_pb2_grpc
+from tests.e2e.harness import Suite, metric_value
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    s = Suite(tmp_path_factory.mktemp("assignment"), services=("assignment",),
+              extra_env={"KEQUN_ASSIGNMENT_FOLLOW_FEED": "0"})
+    try:
+        s.start()
+        yield s
+    finally:
+        s.close()
+
+
+def stub(suite, role):
+    return assignment_pb2_grpc.AssignmentServiceStub(suite.channel("assignment", role))
+
+
+def code_of(call):
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code()
+
+
+def test_org_staff_and_errors(suite):
+    ops = stub(suite, "operations")
+    made = ops.UpsertBranch(apb.Branch(branch_id="BR-9", name="nine", level=apb.BRANCH_LEVEL_BRANCH))
+    assert made.created and made.branch.level == apb.BRANCH_LEVEL_BRANCH
+    assert not ops.UpsertBranch(apb.Branch(branch_id="BR-9", name="nine", level=apb.BRANCH_LEVEL_BRANCH)).created
+    ops.UpsertBranch(apb.Branch(branch_id="SUB-91", parent_branch_id="BR-9", level=apb.BRANCH_LEVEL_SUB_BRANCH))
+    staff = ops.UpsertStaff(apb.Staff(staff_id="WM-9", branch_id="SUB-91", role="WEALTH_MANAGER", active=True))
+    assert staff.created
+    book = ops.GetBook(apb.GetBookRequest(staff_id="WM-9"))
+    assert (book.size, book.initial_size, book.max_size) == (0, 400, 500)
+
+    assert code_of(lambda: ops.UpsertStaff(apb.Staff(staff_id="X", branch_id="SUB-91", role="JANITOR"))) \
+        == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: ops.UpsertStaff(apb.Staff(staff_id="X", branch_id="NOPE", role="WEALTH_MANAGER"))) \
+        == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: ops.GetBook(apb.GetBookRequest(staff_id="NOPE"))) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: ops.GetBook(apb.GetBookRequest(staff_id="WM-9", page_size=-1))) \
+        == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: ops.CreateChangeRequest(apb.CreateChangeRequestRequest(
+        customer_id="NOBODY", action=apb.CHANGE_ACTION_ADD, to_staff_id="WM-9"))) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: ops.OpenLockPeriod(apb.LockPeriod(period_id="P", branch_id="BR-9", starts_on="2026-13-01",
+                                                             ends_on="2026-12-31"))) == grpc.StatusCode.INVALID_ARGUMENT
+    ops.OpenLockPeriod(apb.LockPeriod(period_id="P1", branch_id="BR-9", starts_on="2026-01-01", ends_on="2026-12-31"))
+    assert code_of(lambda: ops.OpenLockPeriod(apb.LockPeriod(period_id="P2", branch_id="SUB-91",
+                                                             starts_on="2026-06-01", ends_on="2026-06-30"))) \
+        == grpc.StatusCode.FAILED_PRECONDITION
+    run = ops.RunAssignment(apb.RunAssignmentRequest(dry_run=True))
+    assert run.dry_run and run.assigned == 0
+
+
+def test_roles_are_enforced(suite):
+    assert code_of(lambda: stub(suite, "branch_staff").ApproveChangeRequest(
+        apb.DecideChangeRequestRequest(change_request_id="CR-x"))) == grpc.StatusCode.PERMISSION_DENIED
+    assert code_of(lambda: stub(suite, "mobile_banking").RunAssignment(apb.RunAssignmentRequest())) \
+        == grpc.StatusCode.PERMISSION_DENIED
+    assert code_of(lambda: stub(suite, "branch_approver").ApproveChangeRequest(
+        apb.DecideChangeRequestRequest(change_request_id="CR-x"))) == grpc.StatusCode.NOT_FOUND
+
+
+def test_metrics_are_exported(suite):
+    stub(suite, "operations").ListAuditEvents(apb.ListAuditEventsRequest())
+    text = suite.metrics("assignment")
+    assert metric_value(text, "grpc_server_handled_total", grpc_method="ListAuditEvents", grpc_code="OK") >= 1
+    assert "kequn_assignment_change_requests_pending" in text
+    assert "kequn_assignment_lock_periods_open" in text
+
+
+def test_csv_import_through_the_cli(suite, tmp_path, capsys):
+    from services.assignment import cli
+    org = tmp_path / "org.csv"
+    org.write_text("branch_id,parent_branch_id,name,level\n"
+                   "OUT-771,SUB-77,outlet,OUTLET\nSUB-77,BR-7,sub,SUB_BRANCH\nBR-7,,branch,BRANCH\n")
+    staff = tmp_path / "staff.csv"
+    staff.write_text("staff_id,branch_id,role,active,name\nLM-77,OUT-771,LOBBY_MANAGER,true,Li\n"
+                     "BAD-1,OUT-771,JANITOR,true,Wang\n")
+    args = ["--target", suite.target("assignment"), "--token", suite.tokens["hr"]]
+    assert cli.main(["assignment", "import-org", str(org), *args]) == 0
+    assert "3 created" in capsys.readouterr().out
+    assert cli.main(["assignment", "import-staff", str(staff), *args]) == 1
+    captured = capsys.readouterr()
+    assert "1 created, 0 updated, 1 failed" in captured.out and "line 3: INVALID_ARGUMENT" in captured.err
+    book = stub(suite, "operations").GetBook(apb.GetBookRequest(staff_id="LM-77"))
+    assert book.branch_id == "OUT-771"
