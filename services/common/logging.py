@@ -40,6 +40,22 @@ def mask_customer_id(customer_id: str | None) -> str:
     return "****" + s[-4:] if len(s) > 4 else "****"
 
 
+# Structured log fields that hold customer ids: masked whoever logs them.
+CUSTOMER_ID_FIELDS = frozenset({"customer_id", "customer_ids"})
+
+
+def mask_customer_fields(fields: dict) -> dict:
+    """`fields` with every customer id field masked (lists masked item by item)."""
+    if not CUSTOMER_ID_FIELDS.intersection(fields):
+        return fields
+    out = dict(fields)
+    for key in CUSTOMER_ID_FIELDS.intersection(fields):
+        value = out[key]
+        out[key] = [mask_customer_id(v) for v in value] if isinstance(value, (list, tuple, set)) \
+            else mask_customer_id(value)
+    return out
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str | None = None) -> None:
         super().__init__()
@@ -57,7 +73,7 @@ class JsonFormatter(logging.Formatter):
         rid = current_request_id()
         if rid:
             out["request_id"] = rid
-        out.update(getattr(record, "fields", None) or {})
+        out.update(mask_customer_fields(getattr(record, "fields", None) or {}))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)

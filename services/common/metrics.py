@@ -34,6 +34,13 @@ class ServerMetrics:
                             _LABELS, registry=registry)
 
 
+def go_code_name(code: grpc.StatusCode) -> str:
+    """The grpc_code label as go-grpc-prometheus writes it (Go's codes.Code
+    names: "OK", "InvalidArgument", ...), so dashboards and alerts written for
+    Go services work unchanged."""
+    return "OK" if code is grpc.StatusCode.OK else "".join(w.capitalize() for w in code.name.split("_"))
+
+
 class MetricsInterceptor(grpc.ServerInterceptor):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.metrics = ServerMetrics(registry)
@@ -48,7 +55,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         received, sent = m.received.labels(*labels), m.sent.labels(*labels)
 
         def finish(ctx: CallContext, start: float, raised) -> None:
-            m.handled.labels(*labels, ctx.final_code(raised).name).inc()
+            m.handled.labels(*labels, go_code_name(ctx.final_code(raised))).inc()
             m.handling.labels(*labels).observe(time.perf_counter() - start)
 
         def wrap(behavior, streaming):

@@ -237,10 +237,10 @@ def test_metrics_scraped_over_http(running):
 
     s = scrape(srv)
     assert handled(s, "Echo", "OK") == 2
-    assert handled(s, "Echo", "UNAUTHENTICATED") == 1
-    assert handled(s, "Fail", "INVALID_ARGUMENT") == 1
-    assert handled(s, "Fail", "NOT_FOUND") == 1
-    assert handled(s, "Count", "RESOURCE_EXHAUSTED", "server_stream") == 1
+    assert handled(s, "Echo", "Unauthenticated") == 1
+    assert handled(s, "Fail", "InvalidArgument") == 1
+    assert handled(s, "Fail", "NotFound") == 1
+    assert handled(s, "Count", "ResourceExhausted", "server_stream") == 1
     assert handled(s, "Collect", "OK", "client_stream") == 1
     lab = lambda m, k="unary", svc=SERVICE: tuple(sorted(  # noqa: E731
         {"grpc_type": k, "grpc_service": svc, "grpc_method": m}.items()))
@@ -306,6 +306,8 @@ def test_readiness_flips_health(tmp_path):
             ready.clear()  # e.g. the database went away
             wait_status(NOT_SERVING)
             assert stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == NOT_SERVING
+            # Liveness ignores readiness: Kubernetes must not restart the pod for a DB outage.
+            assert stub.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5).status == SERVING
             ready.set()
             wait_status(SERVING)
     finally:
