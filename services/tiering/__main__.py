@@ -1,0 +1,42 @@
+"""Composition root: `python -m services.tiering` == `kequn serve tiering`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from kequn.tiering.v1 import tiering_pb2_grpc
+from services.rules.bootstrap import Servicer, ServiceContext, ServiceSpec, run_service
+
+from .api import SERVICE_NAME, TieringApi
+from .demo import load_demo
+from .metrics import TieringMetrics
+from .rules_kind import KINDS
+from .service import TieringService
+
+HERE = Path(__file__).parent
+
+
+def build(ctx: ServiceContext) -> list[Servicer]:
+    metrics = TieringMetrics(ctx.registry)
+    service = TieringService(ctx.session_factory, ctx.rules, metrics)
+    metrics.feed_cursor.set(service.feed_cursor())  # the gauge is right from the start, not from the first write
+    ctx.service = service  # type: ignore[attr-defined]  # the demo evaluates through it
+    return [Servicer(tiering_pb2_grpc.add_TieringServiceServicer_to_server, TieringApi(service, ctx.stopping),
+                     SERVICE_NAME)]
+
+
+SPEC = ServiceSpec(
+    name="tiering",
+    kinds=KINDS,
+    rulesets_dir=HERE / "rulesets",
+    migrations_dir=HERE / "migrations",
+    build=build,
+    demo=load_demo,
+)
+
+
+def main() -> int:
+    return run_service(SPEC)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

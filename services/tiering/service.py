@@ -1,0 +1,288 @@
+"""Tiering use cases: plain values and a unit of work in, plain values out.
+
+One code path serves the unary call and the nightly batch: a chunk of
+requests is validated, its customers' states are read (locked) in one query,
+both rulesets evaluate the whole chunk at once, and every decision, state and
+feed entry of the chunk is written in one transaction.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from sqlalchemy import exc as sa_exc
+
+from services.common import paging
+from services.common.db import UnitOfWork, is_conflict
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, KequnError, NotFound
+
+from .domain import (CustomerState, RuleAnswer, Snapshot, TierScheme, decide, feed_worthy,
+                     home_branch, project, rule_facts, validate)
+from .metrics import TieringMetrics
+from .scheme import tier_scheme
+from .store import Change, PendingWrite, StoredDecision, TieringRepository
+
+TIERS_RULESET = "tiering.tiers"
+GROUPS_RULESET = "tiering.groups"
+ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    snapshot: Snapshot
+    dry_run: bool = False
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One answer of a chunk: a decision, or the error of that item."""
+
+    customer_id: str
+    dry_run: bool
+    stored: StoredDecision | None = None
+    error: KequnError | None = None
+
+
+class Coalescer:
+    """Unary calls that arrive while a chunk is being evaluated are evaluated
+    together as the next chunk: one transaction and one commit for all of
+    them instead of one each. A call that arrives alone goes at once, so an
+    idle service adds no latency. Each caller still gets its own answer or
+    error; a failure of the whole chunk (database down) fails each call."""
+
+    def __init__(self, run_chunk: Callable[[list], list], max_chunk: int = 200):
+        self.run_chunk = run_chunk
+        self.max_chunk = max_chunk
+        self._pending: queue.SimpleQueue = queue.SimpleQueue()
+        self._started = False
+        self._lock = threading.Lock()
+
+    def submit(self, request):
+        if not self._started:
+            with self._lock:
+                if not self._started:
+                    threading.Thread(target=self._loop, name="unary-coalescer", daemon=True).start()
+                    self._started = True
+        future: Future = Future()
+        self._pending.put((request, future))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            while len(batch) < self.max_chunk:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                outcomes = self.run_chunk([request for request, _ in batch])
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), outcome in zip(batch, outcomes):
+                future.set_result(outcome)
+
+
+def _is_duplicate(exc: BaseException) -> bool:
+    """A unique key taken by a concurrent transaction (SQLAlchemy wraps
+    executemany errors; COPY raises the driver's own)."""
+    return isinstance(exc, sa_exc.IntegrityError) or getattr(exc, "sqlstate", None) == "23505"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class TieringService:
+    def __init__(self, session_factory, rules, metrics: TieringMetrics | None = None,
+                 clock: Callable[[], dt.datetime] = _utcnow):
+        self.session_factory = session_factory
+        self.rules = rules
+        self.metrics = metrics or TieringMetrics()
+        self.clock = clock
+        self.feed_changed = threading.Condition()
+        self._schemes: dict[tuple[str, int], TierScheme] = {}
+        self._unary = Coalescer(self.evaluate_chunk)
+
+    # ------------------------------------------------------------ evaluate
+    def evaluate(self, request: EvaluateRequest) -> StoredDecision:
+        started = time.perf_counter()
+        outcome = self._unary.submit(request)
+        self.metrics.evaluation.labels("unary").observe(time.perf_counter() - started)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.stored
+
+    def evaluate_batch_chunk(self, requests: Sequence[EvaluateRequest]) -> list[Outcome]:
+        started = time.perf_counter()
+        outcomes = self.evaluate_chunk(requests)
+        self.metrics.evaluation.labels("batch_chunk").observe(time.perf_counter() - started)
+        self.metrics.batch_customers.inc(len(outcomes))
+        return outcomes
+
+    def evaluate_chunk(self, requests: Sequence[EvaluateRequest]) -> list[Outcome]:
+        tiers = self.rules.active(TIERS_RULESET)
+        groups = self.rules.active(GROUPS_RULESET)
+        scheme = self._scheme(tiers)
+        card_levels = list(groups.document.parameters.get("card_levels") or ())
+        now = self.clock()
+        today = now.date().isoformat()
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        valid: list[tuple[int, EvaluateRequest]] = []
+        for i, request in enumerate(requests):
+            snapshot = request.snapshot
+            if not snapshot.as_of:
+                snapshot = replace(snapshot, as_of=today)
+                request = replace(request, snapshot=snapshot)
+            try:
+                validate(snapshot, card_levels)
+            except InvalidArgument as exc:
+                outcomes[i] = Outcome(snapshot.customer_id, request.dry_run, error=exc)
+                continue
+            valid.append((i, request))
+        if valid:
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    done = self._evaluate_valid(valid, tiers, groups, scheme, now)
+                    break
+                except Exception as exc:
+                    if _is_duplicate(exc):
+                        # A concurrent call inserted the same new customer or
+                        # request_id first: run again, now seeing its result.
+                        if attempt == ATTEMPTS:
+                            raise Aborted("concurrent evaluations of the same customers, retry") from None
+                    elif not is_conflict(exc) or attempt == ATTEMPTS:
+                        raise
+                time.sleep(0.01 * attempt)
+            for (i, _request), outcome in zip(valid, done):
+                outcomes[i] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def _scheme(self, tiers) -> TierScheme:
+        key = (tiers.name, tiers.version)
+        if key not in self._schemes:
+            self._schemes[key] = tier_scheme(tiers.document)
+        return self._schemes[key]
+
+    def _evaluate_valid(self, valid, tiers, groups, scheme: TierScheme, now: dt.datetime) -> list[Outcome]:
+        storing = any(not r.dry_run for _, r in valid)
+        with UnitOfWork(self.session_factory) as uow:
+            repo = TieringRepository(uow.session)
+            replay = repo.decisions_by_request([r.request_id for _, r in valid if r.request_id and not r.dry_run])
+            fresh = [(i, r) for i, r in valid if not (r.request_id in replay and not r.dry_run)]
+            states: dict[str, CustomerState | None] = dict(
+                repo.states([r.snapshot.customer_id for _, r in fresh], for_update=storing))
+            # Home branches first (they depend on the state left by earlier
+            # items of the same customer), so the rules see them as facts.
+            homes, facts = [], []
+            home_of = {cid: st.home_branch_id for cid, st in states.items() if st}
+            for _, r in fresh:
+                s = r.snapshot
+                home = home_branch(s.holdings, home_of.get(s.customer_id, ""))
+                if not r.dry_run:
+                    home_of[s.customer_id] = home
+                homes.append(home)
+                facts.append(rule_facts(s, home))
+            tier_fields, group_fields = tiers.loaded.compiled.fields, groups.loaded.compiled.fields
+            tier_answers = tiers.evaluate_many([project(f, tier_fields) for f in facts])
+            group_answers = groups.evaluate_many([project(f, group_fields) for f in facts])
+            writes: list[PendingWrite] = []
+            results: dict[int, Outcome | PendingWrite] = {}
+            by_request: dict[str, PendingWrite] = {}
+            for (i, r), home, fact, t_ev, g_ev in zip(fresh, homes, facts, tier_answers, group_answers):
+                s = r.snapshot
+                if r.request_id and not r.dry_run and r.request_id in by_request:
+                    results[i] = by_request[r.request_id]  # the same request twice in one chunk
+                    continue
+                tier = t_ev.outcome.get("tier")
+                if not tier:
+                    results[i] = Outcome(s.customer_id, r.dry_run, error=FailedPrecondition(
+                        f"ruleset {tiers.name} v{tiers.version} gives customer {s.customer_id} no tier"))
+                    continue
+                answer = RuleAnswer(
+                    tier=tier, segments=tuple(g_ev.outcome.get("segments") or ()),
+                    flags=tuple(g_ev.outcome.get("flags") or ()),
+                    fired=tuple((f.rule_id, tiers.name, tiers.version) for f in t_ev.fired)
+                    + tuple((f.rule_id, groups.name, groups.version) for f in g_ev.fired))
+                before = states.get(s.customer_id)
+                decision, after = decide(s, before, answer, scheme, (tiers.name, tiers.version), home, fact)
+                item = PendingWrite(s, decision, uuid.uuid4().hex, r.request_id or None, before, after,
+                                    feed_worthy(decision, before))
+                if r.dry_run:
+                    results[i] = Outcome(s.customer_id, True, StoredDecision(decision, item.decision_id, now, 0))
+                    continue
+                states[s.customer_id] = after
+                writes.append(item)
+                if r.request_id:
+                    by_request[r.request_id] = item
+                results[i] = item
+            repo.write(writes, now)
+            uow.commit()
+        if writes:
+            self.metrics.stored(w.decision for w in writes)
+            cursors = [w.cursor for w in writes if w.cursor]
+            if cursors:
+                self.metrics.feed_cursor.set(max(cursors))
+                with self.feed_changed:
+                    self.feed_changed.notify_all()
+        outcomes = []
+        for i, r in valid:
+            if r.request_id in replay and not r.dry_run:
+                outcomes.append(Outcome(r.snapshot.customer_id, False, replay[r.request_id]))
+                continue
+            result = results[i]
+            if isinstance(result, PendingWrite):  # stored now: its cursor is known after the write
+                result = Outcome(r.snapshot.customer_id, False,
+                                 StoredDecision(result.decision, result.decision_id, now, result.cursor))
+            outcomes.append(result)
+        return outcomes
+
+    # ------------------------------------------------------------ reads
+    def get_customer_tier(self, customer_id: str) -> StoredDecision:
+        if not customer_id.strip():
+            raise InvalidArgument(violations=[("customer_id", "required")])
+        with UnitOfWork(self.session_factory) as uow:
+            found = TieringRepository(uow.session).latest_decision(customer_id)
+        if found is None:
+            raise NotFound(f"customer {customer_id} has never been evaluated")
+        return found
+
+    def list_changes(self, customer_id: str = "", after_cursor: int = 0, page_size: int = 0,
+                     page_token: str = "") -> tuple[list[Change], str]:
+        """Oldest first; the page token is the last cursor of the page."""
+        if after_cursor < 0:
+            raise InvalidArgument(violations=[("after_cursor", "must not be negative")])
+        size = paging.page_size(page_size)
+        position = paging.decode_token(page_token)
+        if position is not None:
+            if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+                raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+            after_cursor = max(after_cursor, position)
+        with UnitOfWork(self.session_factory) as uow:
+            found = TieringRepository(uow.session).changes(after_cursor, size + 1, customer_id)
+        page = found[:size]
+        return page, (paging.encode_token(page[-1].cursor) if len(found) > size else "")
+
+    def feed_cursor(self) -> int:
+        """The last cursor in the feed (0 = empty)."""
+        with UnitOfWork(self.session_factory) as uow:
+            return TieringRepository(uow.session).max_cursor()
+
+    def changes_after(self, after_cursor: int, limit: int = 1000) -> list[Change]:
+        with UnitOfWork(self.session_factory) as uow:
+            return TieringRepository(uow.session).changes(after_cursor, limit)
+
+    def wait_for_changes(self, timeout: float) -> None:
+        """Wakes early when this process appends to the feed (other writers
+        are caught by the caller's polling)."""
+        with self.feed_changed:
+            self.feed_changed.wait(timeout)

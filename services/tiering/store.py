@@ -1,0 +1,300 @@
+"""What tiering stores: decisions (append-only), each customer's current
+state, and the change feed.
+
+The feed is gap-free for readers: feed cursors are dense integers assigned
+as ``max(cursor) + 1 ...`` while holding a transaction-level lock that is
+released only by the commit (PostgreSQL: an advisory lock; SQLite: the write
+lock of BEGIN IMMEDIATE). Appends therefore commit in cursor order, and a
+reader resuming after cursor C never misses a row committed later with a
+smaller cursor.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, bindparam,
+                        func, insert, select, text, update)
+from sqlalchemy.orm import Session
+
+from .domain import CustomerState, Decision, Snapshot
+
+metadata = MetaData()
+_ID = String(100)
+_CODE = String(64)
+_BIGINT = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrement needs INTEGER
+
+customers = Table(
+    "tiering_customers", metadata,
+    Column("customer_id", _ID, primary_key=True),
+    Column("tier", _CODE, nullable=False),
+    Column("segments", Text, nullable=False),   # JSON list, sorted
+    Column("flags", Text, nullable=False),      # JSON list, sorted
+    Column("home_branch_id", _ID, nullable=False),
+    Column("below_count", Integer, nullable=False),
+    Column("last_below_as_of", String(10), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+decisions = Table(
+    "tiering_decisions", metadata,
+    Column("seq", _BIGINT, primary_key=True, autoincrement=True),
+    Column("decision_id", String(32), nullable=False, unique=True),
+    Column("request_id", String(200), nullable=True, unique=True),
+    Column("customer_id", _ID, nullable=False),
+    Column("as_of", String(10), nullable=False),
+    Column("tier", _CODE, nullable=False),
+    Column("previous_tier", _CODE, nullable=False),
+    Column("change", String(10), nullable=False),
+    Column("segments", Text, nullable=False),
+    Column("flags", Text, nullable=False),
+    Column("home_branch_id", _ID, nullable=False),
+    Column("next_tier", _CODE, nullable=False),
+    Column("gap_fen", BigInteger, nullable=False),
+    Column("downgrade_pending", Integer, nullable=False),
+    Column("ruleset", String(100), nullable=False),
+    Column("ruleset_version", Integer, nullable=False),
+    Column("fired", Text, nullable=False),      # JSON [[rule_id, ruleset, version], ...]
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("cursor", BigInteger, nullable=False),  # feed cursor it appended, 0 = none
+    Index("ix_tiering_decisions_customer_seq", "customer_id", "seq"),
+)
+
+changes = Table(
+    "tiering_changes", metadata,
+    Column("cursor", BigInteger, primary_key=True, autoincrement=False),
+    Column("customer_id", _ID, nullable=False, index=True),
+    Column("from_tier", _CODE, nullable=False),
+    Column("to_tier", _CODE, nullable=False),
+    Column("change", String(10), nullable=False),
+    Column("segments", Text, nullable=False),
+    Column("flags", Text, nullable=False),
+    Column("home_branch_id", _ID, nullable=False),
+    Column("previous_segments", Text, nullable=False),
+    Column("previous_flags", Text, nullable=False),
+    Column("previous_home_branch_id", _ID, nullable=False),
+    Column("ruleset", String(100), nullable=False),
+    Column("ruleset_version", Integer, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("decision_id", String(32), nullable=False),
+    Column("as_of", String(10), nullable=False),
+    Column("annual_avg_aum_fen", BigInteger, nullable=False),
+    Column("has_personal_loan", Boolean, nullable=False),
+    Column("annual_card_spend_fen", BigInteger, nullable=False),
+    Column("card_level", _CODE, nullable=False),
+)
+
+COPY_FROM_ROWS = 50
+FEED_LOCK_KEY = 0x7469657269  # "tieri": the advisory lock serialising feed appends
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    decision: Decision
+    decision_id: str
+    decided_at: dt.datetime
+    cursor: int
+
+
+@dataclass(frozen=True)
+class Change:
+    cursor: int
+    customer_id: str
+    from_tier: str
+    to_tier: str
+    change: str
+    segments: tuple[str, ...]
+    flags: tuple[str, ...]
+    home_branch_id: str
+    previous_segments: tuple[str, ...]
+    previous_flags: tuple[str, ...]
+    previous_home_branch_id: str
+    ruleset: str
+    ruleset_version: int
+    changed_at: dt.datetime
+    decision_id: str
+    as_of: str
+    annual_avg_aum_fen: int
+    has_personal_loan: bool
+    annual_card_spend_fen: int
+    card_level: str
+
+
+def _codes(text_value: str) -> tuple[str, ...]:
+    return tuple(json.loads(text_value))
+
+
+@lru_cache(maxsize=8192)
+def _json(values: tuple) -> str:
+    """Code lists repeat across millions of customers: encode each once."""
+    return json.dumps(values, separators=(",", ":"))
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _decision_from_row(row) -> StoredDecision:
+    d = Decision(
+        customer_id=row.customer_id, as_of=row.as_of, tier=row.tier, previous_tier=row.previous_tier,
+        change=row.change, segments=_codes(row.segments), flags=_codes(row.flags),
+        home_branch_id=row.home_branch_id, next_tier=row.next_tier, gap_fen=row.gap_fen,
+        downgrade_pending=row.downgrade_pending, ruleset=row.ruleset, ruleset_version=row.ruleset_version,
+        fired=tuple(tuple(f) for f in json.loads(row.fired)),
+    )
+    return StoredDecision(d, row.decision_id, _aware(row.decided_at), row.cursor)
+
+
+def _change_from_row(row) -> Change:
+    return Change(
+        cursor=row.cursor, customer_id=row.customer_id, from_tier=row.from_tier, to_tier=row.to_tier,
+        change=row.change, segments=_codes(row.segments), flags=_codes(row.flags),
+        home_branch_id=row.home_branch_id, previous_segments=_codes(row.previous_segments),
+        previous_flags=_codes(row.previous_flags), previous_home_branch_id=row.previous_home_branch_id,
+        ruleset=row.ruleset, ruleset_version=row.ruleset_version, changed_at=_aware(row.changed_at),
+        decision_id=row.decision_id, as_of=row.as_of, annual_avg_aum_fen=row.annual_avg_aum_fen,
+        has_personal_loan=row.has_personal_loan, annual_card_spend_fen=row.annual_card_spend_fen,
+        card_level=row.card_level,
+    )
+
+
+@dataclass
+class PendingWrite:
+    """One evaluation to store: the decision, the state before and after."""
+
+    snapshot: Snapshot
+    decision: Decision
+    decision_id: str
+    request_id: str | None
+    before: CustomerState | None
+    after: CustomerState
+    to_feed: bool
+    cursor: int = 0
+
+
+class TieringRepository:
+    """Queries and writes inside one session (one unit of work)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+
+    # ------------------------------------------------------------ reads
+    def states(self, customer_ids: Sequence[str], for_update: bool) -> dict[str, CustomerState]:
+        if not customer_ids:
+            return {}
+        query = select(customers).where(customers.c.customer_id.in_(sorted(set(customer_ids))))
+        if for_update and self.postgres:
+            # Sorted, so two batches sharing customers lock them in the same order.
+            query = query.order_by(customers.c.customer_id).with_for_update()
+        return {
+            row.customer_id: CustomerState(row.customer_id, row.tier, _codes(row.segments), _codes(row.flags),
+                                           row.home_branch_id, row.below_count, row.last_below_as_of)
+            for row in self.session.execute(query)
+        }
+
+    def decisions_by_request(self, request_ids: Sequence[str]) -> dict[str, StoredDecision]:
+        if not request_ids:
+            return {}
+        rows = self.session.execute(select(decisions).where(decisions.c.request_id.in_(set(request_ids))))
+        return {row.request_id: _decision_from_row(row) for row in rows}
+
+    def latest_decision(self, customer_id: str) -> StoredDecision | None:
+        row = self.session.execute(
+            select(decisions).where(decisions.c.customer_id == customer_id)
+            .order_by(decisions.c.seq.desc()).limit(1)).first()
+        return _decision_from_row(row) if row else None
+
+    def changes(self, after_cursor: int, limit: int, customer_id: str = "") -> list[Change]:
+        query = select(changes).where(changes.c.cursor > after_cursor)
+        if customer_id:
+            query = query.where(changes.c.customer_id == customer_id)
+        rows = self.session.execute(query.order_by(changes.c.cursor).limit(limit))
+        return [_change_from_row(row) for row in rows]
+
+    def max_cursor(self) -> int:
+        return int(self.session.execute(select(func.coalesce(func.max(changes.c.cursor), 0))).scalar_one())
+
+    # ------------------------------------------------------------ writes
+    def write(self, items: Sequence[PendingWrite], now: dt.datetime) -> None:
+        """Stores a chunk: customer states, decisions, then the feed entries
+        (last, so the feed lock is held for as short a time as possible)."""
+        if not items:
+            return
+        final: dict[str, PendingWrite] = {}
+        first_before: dict[str, CustomerState | None] = {}
+        for item in items:
+            first_before.setdefault(item.after.customer_id, item.before)
+            final[item.after.customer_id] = item
+        new_rows, changed_rows = [], []
+        for customer_id, item in final.items():
+            before, after = first_before[customer_id], item.after
+            row = {"customer_id": customer_id, "tier": after.tier, "segments": _json(after.segments),
+                   "flags": _json(after.flags), "home_branch_id": after.home_branch_id,
+                   "below_count": after.below_count, "last_below_as_of": after.last_below_as_of,
+                   "updated_at": now}
+            if before is None:
+                new_rows.append(row)
+            elif before != after:  # an unchanged customer costs no UPDATE
+                changed_rows.append({**row, "b_customer_id": customer_id})
+        if new_rows:
+            self._bulk_insert(customers, new_rows)
+        if changed_rows:
+            self.session.execute(
+                update(customers).where(customers.c.customer_id == bindparam("b_customer_id")),
+                changed_rows)
+        feed = [item for item in items if item.to_feed]
+        if feed:
+            self._lock_feed()
+            cursor = self.max_cursor()
+            for item in feed:
+                cursor += 1
+                item.cursor = cursor
+        self._bulk_insert(decisions, [self._decision_row(item, now) for item in items])
+        if feed:
+            self._bulk_insert(changes, [self._change_row(item, now) for item in feed])
+
+    def _bulk_insert(self, table: Table, rows: list[dict]) -> None:
+        """COPY on PostgreSQL for batch-sized writes (several times faster than
+        multi-row INSERT; its set-up costs more than a small INSERT, so not for
+        a unary call), executemany otherwise. Same transaction either way."""
+        if not self.postgres or len(rows) < COPY_FROM_ROWS:
+            self.session.execute(insert(table), rows)
+            return
+        columns = [c.name for c in table.columns if c.name in rows[0]]
+        raw = self.session.connection().connection.driver_connection
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({quoted}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+
+    def _lock_feed(self) -> None:
+        if self.postgres:
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FEED_LOCK_KEY})
+
+    @staticmethod
+    def _decision_row(item: PendingWrite, now: dt.datetime) -> dict:
+        d = item.decision
+        return {"decision_id": item.decision_id, "request_id": item.request_id, "customer_id": d.customer_id,
+                "as_of": d.as_of, "tier": d.tier, "previous_tier": d.previous_tier, "change": d.change,
+                "segments": _json(d.segments), "flags": _json(d.flags), "home_branch_id": d.home_branch_id,
+                "next_tier": d.next_tier, "gap_fen": d.gap_fen, "downgrade_pending": d.downgrade_pending,
+                "ruleset": d.ruleset, "ruleset_version": d.ruleset_version, "fired": _json(d.fired),
+                "decided_at": now, "cursor": item.cursor}
+
+    @staticmethod
+    def _change_row(item: PendingWrite, now: dt.datetime) -> dict:
+        d, s, before = item.decision, item.snapshot, item.before
+        return {"cursor": item.cursor, "customer_id": d.customer_id, "from_tier": d.previous_tier,
+                "to_tier": d.tier, "change": d.change, "segments": _json(d.segments), "flags": _json(d.flags),
+                "home_branch_id": d.home_branch_id,
+                "previous_segments": _json(before.segments if before else ()),
+                "previous_flags": _json(before.flags if before else ()),
+                "previous_home_branch_id": before.home_branch_id if before else "",
+                "ruleset": d.ruleset, "ruleset_version": d.ruleset_version, "changed_at": now,
+                "decision_id": item.decision_id, "as_of": d.as_of, "annual_avg_aum_fen": s.annual_avg_aum_fen,
+                "has_personal_loan": s.has_personal_loan, "annual_card_spend_fen": s.annual_card_spend_fen,
+                "card_level": s.card_level}
