@@ -38,10 +38,12 @@ def cmd_migrate(args) -> int:
 
 def _register_service_commands(subparsers) -> None:
     """Service-specific subcommands live in services/<svc>/cli.py."""
-    for name in registry.SERVICES:
+    for module_name in [f"services.{name}.cli" for name in registry.SERVICES] + ["services.common.audit_cli"]:
         try:
-            module = importlib.import_module(f"services.{name}.cli")
-        except ImportError:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise  # a real import error inside the module must not hide
             continue
         module.register(subparsers)
 
