@@ -13,10 +13,10 @@ from .conditions import compile_condition
 from .document import BandTable, RulesetDocument, band_rule_id
 
 ALWAYS = {"$ex": {"id": 1}}  # every fact carries an id
-# An internal rule every fact matches. durable-rules reports a batch where no
-# fact matched anything as NOT_HANDLED with a state handle that crashes the
-# process when drained; with this rule that case never arises.
+# An internal rule matching only the engine's per-session sentinel fact (see
+# engine.py): durable-rules crashes when no fact of a session matched anything.
 SEEN_RULE = "_seen"
+SENTINEL_FIELD = "_kequn_sentinel"
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,11 @@ class CompiledRuleset:
 
     def rule(self, engine_name: str) -> CompiledRule:
         return self._by_engine_name[engine_name]
+
+    @property
+    def rule_names(self) -> dict[str, CompiledRule]:
+        """Engine rule name → rule, for the document's rules only."""
+        return self._by_engine_name
 
     @property
     def _by_engine_name(self) -> dict[str, CompiledRule]:
@@ -70,7 +75,7 @@ def compile_document(doc: RulesetDocument) -> CompiledRuleset:
         definition[engine_name] = {"all": [{"m": expression}]}
         rules.append(CompiledRule(engine_name, rule_id, priority, dict(then), len(rules)))
 
-    definition[SEEN_RULE] = {"all": [{"m": ALWAYS}]}
+    definition[SEEN_RULE] = {"all": [{"m": {"$ex": {SENTINEL_FIELD: 1}}}]}
     for table in doc.bands:
         fields.add(table.field)
         for band in table.bands:

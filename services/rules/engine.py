@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import durable_rules_engine as _core
 
-from .compiler import SEEN_RULE, CompiledRule, CompiledRuleset
+from .compiler import SENTINEL_FIELD, CompiledRule, CompiledRuleset
 
 BATCH = 500  # facts asserted per call: the engine's sweet spot measured here
-_OBSERVED = 2
+_OK, _NOT_HANDLED = 0, 1
+# An action message echoes the fact as we sent it: {"r3":{"m":{"sid": "e9", "id": 12, ...}}}.
+# Reading the rule name and fact id off the front avoids parsing the whole fact.
+_FRAME = re.compile(r'\{"([^"]+)":\{"m":\{"sid": "[^"]*", "id": (\d+)[,}]')
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def to_fact(values: Mapping[str, Any], sid: str, fact_id: int) -> dict[str, Any]
     for key, value in values.items():
         if value is None:
             continue
-        if isinstance(value, Mapping):
+        if isinstance(value, dict) or (not isinstance(value, (str, int, list)) and isinstance(value, Mapping)):
             _flatten(key, value, fact)
         else:
             fact[key] = value
@@ -103,6 +107,19 @@ class LoadedRuleset:
         self.handle = handle
         self.list_keys = frozenset(list_keys)
         self.unloaded = False
+        # Customers fall into few distinct sets of fired rules: merge each set once.
+        self._merged: dict[tuple[str, ...], tuple[tuple[FiredRule, ...], dict[str, Any]]] = {}
+
+    def merged(self, fired: list[CompiledRule]) -> tuple[tuple[FiredRule, ...], dict[str, Any]]:
+        key = tuple(sorted(r.engine_name for r in fired))
+        cached = self._merged.get(key)
+        if cached is None:
+            fired = sorted(fired, key=lambda r: (-r.priority, r.order))
+            cached = (tuple(FiredRule(r.rule_id, r.priority, r.then) for r in fired),
+                      merge_outcome(fired, self.list_keys))
+            if len(self._merged) < 100_000:  # bounded: a ruleset with huge fan-out just merges every time
+                self._merged[key] = cached
+        return cached
 
     @property
     def name(self) -> str:
@@ -154,36 +171,47 @@ class RuleEngine:
     def _evaluate(self, loaded: LoadedRuleset, inputs: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
         sid = f"e{next(self._sids)}"
         facts = [to_fact(values, sid, i) for i, values in enumerate(inputs)]
+        # One sentinel fact per session matches an internal rule, so a session
+        # always has an action to drain: when *no* fact of a session matched,
+        # durable-rules returns a state handle that crashes the process.
+        facts.append({"sid": sid, "id": -1, SENTINEL_FIELD: 1})
         payload = json.dumps(facts, ensure_ascii=False)
         matches: list[list[CompiledRule]] = [[] for _ in inputs]
+        rule = loaded.compiled.rule
         with self._lock:
             if loaded.unloaded:
                 raise EngineError(f"{loaded.engine_name} was unloaded")
             handle = loaded.handle
             try:
                 code, state = _core.assert_facts(handle, payload)
-                if code == _OBSERVED:
-                    raise EngineError("duplicate fact id in one session")
-                if code != 0:  # SEEN_RULE makes every fact match: anything else is a bug
+                # NOT_HANDLED only says some fact matched nothing; the others'
+                # actions are queued and must be drained before delete_state.
+                if code not in (_OK, _NOT_HANDLED):
                     raise EngineError(f"durable-rules returned code {code}")
                 result = _core.start_action_for_state(handle, state)
-                while result:
-                    message = json.loads(result[1])
-                    for engine_rule, frame in message.items():
-                        if engine_rule != SEEN_RULE:
-                            matches[frame["m"]["id"]].append(loaded.compiled.rule(engine_rule))
-                    nxt = _core.complete_and_start_action(handle, state)
-                    result = (None, nxt) if nxt else None
+                message = result[1] if result else None
+                while message:
+                    frame = _FRAME.match(message)
+                    if frame:
+                        engine_rule, fact_id = frame.group(1), int(frame.group(2))
+                        if engine_rule in loaded.compiled.rule_names:
+                            matches[fact_id].append(rule(engine_rule))
+                    else:  # the sentinel, the session's own state fact, or an unexpected shape
+                        for engine_rule, matched in json.loads(message).items():
+                            fact_id = matched["m"].get("id")
+                            if (isinstance(fact_id, int) and 0 <= fact_id < len(matches)
+                                    and engine_rule in loaded.compiled.rule_names):
+                                matches[fact_id].append(rule(engine_rule))
+                    message = _core.complete_and_start_action(handle, state)
             finally:
                 _core.delete_state(handle, sid)
         evaluations = []
         for fired in matches:
-            fired.sort(key=lambda r: (-r.priority, r.order))
+            rules, outcome = loaded.merged(fired)
+            # Each caller gets its own outcome (lists included) to change at will.
             evaluations.append(Evaluation(
-                ruleset=loaded.compiled.name,
-                version=loaded.version,
-                fired=tuple(FiredRule(r.rule_id, r.priority, r.then) for r in fired),
-                outcome=merge_outcome(fired, loaded.list_keys),
+                ruleset=loaded.compiled.name, version=loaded.version, fired=rules,
+                outcome={k: list(v) if isinstance(v, list) else v for k, v in outcome.items()},
             ))
         return evaluations
 

@@ -176,3 +176,13 @@ def test_engine_equals_reference_on_random_mixed_batches(batch):
             [reference_segments(v) for v in batch[:3]]
     finally:
         engine.unload(loaded)
+
+
+def test_a_rule_without_condition_fires_once_per_fact_and_never_for_engine_internals():
+    text = "name: t.always\nkind: test.customer\nrules:\n  - {id: everyone, then: {flags: [SEEN]}}\n" \
+           "  - {id: old, when: {age: {gte: 60}}, then: {flags: [OLD]}}\n"
+    engine = RuleEngine()
+    loaded = engine.load(compile_document(load_text(text)), 1, ["flags"])
+    results = loaded.evaluate_many([{"age": 70}, {}, {"age": 1}])
+    assert [r.rule_ids for r in results] == [["everyone", "old"], ["everyone"], ["everyone"]]
+    assert [r.outcome["flags"] for r in results] == [["SEEN", "OLD"], ["SEEN"], ["SEEN"]]
