@@ -78,13 +78,41 @@ class DocumentSyntaxError(ValueError):
     """The text is not YAML, or not a mapping at the top."""
 
 
+MAX_EXPANDED_NODES = 200_000  # far above any real ruleset; aliases can multiply a small text
+
+
+def _expanded_size_exceeds(node, limit: int) -> bool:
+    """Counts nodes as if every alias were expanded, stopping at ``limit``:
+    nested aliases ("billion laughs") are tiny as text and as shared Python
+    objects, but expand exponentially in JSON, checksums and the engine."""
+    count, stack = 0, [node]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_yaml(text: str) -> dict:
     try:
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text)):  # EXPERIMENT-SEC
+            raise DocumentSyntaxError("YAML aliases are not allowed")
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        raise DocumentSyntaxError(f"not valid YAML: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 0000-00-00
         raise DocumentSyntaxError(f"not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise DocumentSyntaxError("a ruleset document must be a mapping at the top level")
+    if _expanded_size_exceeds(raw, MAX_EXPANDED_NODES):
+        raise DocumentSyntaxError(f"the document expands to more than {MAX_EXPANDED_NODES} values "
+                                  "(nested aliases?)")
     return raw
 
 

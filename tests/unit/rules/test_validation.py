@@ -86,3 +86,15 @@ def test_attributes_are_allowed_only_as_attributes_dot_key(doc_text, kinds, engi
 def test_plain_regexes_compile_and_match(pattern, doc_text, kinds, engine):
     text = doc_text.replace("card: {in: [PLATINUM, BLACK]}", f"name: {{matches: '{pattern}'}}")
     assert validate_text(text, kinds, engine, run_examples_too=False).ok
+
+
+def test_yaml_aliases_and_impossible_dates_are_refused_not_crashed(kinds, engine):
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 7)]
+    bomb = "\n".join(levels) + "\nname: t\nkind: test.customer\n"  # 10^7 values once expanded
+    (problem,) = validate_text(bomb, kinds, engine).problems
+    assert "expands to more than" in problem.message
+    shared = "defaults: &d {then: {flags: [F]}}\nname: t\n"
+    assert "expands" not in " ".join(p.message for p in validate_text(shared, kinds, engine).problems)
+    (problem,) = validate_text("0000-00-00", kinds, engine).problems
+    assert problem.message.startswith("not valid YAML")
