@@ -59,6 +59,11 @@ def test_hr_pages_through_10000_results_none_missed_or_repeated(scoring_server):
     last = dict((s, (t, r)) for s, t, r in seen)
     assert last["RM-09999"] == ("80.00", 2)
     assert all(t == expected[s] for s, (t, r) in last.items() if r == 1)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{scoring_server.metrics_port}/metrics").read().decode()
+    assert 'kequn_scoring_runs_total{outcome="ok",role="*"} 1.0' in metrics
+    assert 'kequn_scoring_people_scored{role="REMOTE_MANAGER"} 10000.0' in metrics
+    assert "kequn_scoring_periods_finalized_total 1.0" in metrics
+    assert "kequn_scoring_run_seconds_count 1.0" in metrics
 
 
 def test_errors_follow_the_contract(scoring_server):

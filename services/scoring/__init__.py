@@ -1,0 +1,1 @@
+"""kequn scoring service: staff scorecards (履职考核)."""

@@ -1,0 +1,26 @@
+"""The book-size port over the assignment service's GetBook (kequn.assignment.v1)."""
+from __future__ import annotations
+
+import grpc
+
+from kequn.assignment.v1 import assignment_pb2, assignment_pb2_grpc
+
+TIMEOUT_SECONDS = 10.0
+
+
+class AssignmentBooks:
+    """book_size(staff_id) -> customers in the person's (locked) book, or None if
+    assignment does not know the person. Other failures propagate (UNAVAILABLE)."""
+
+    def __init__(self, channel: grpc.Channel):
+        self.stub = assignment_pb2_grpc.AssignmentServiceStub(channel)
+
+    def __call__(self, staff_id: str) -> int | None:
+        try:
+            book = self.stub.GetBook(assignment_pb2.GetBookRequest(staff_id=staff_id, page_size=1),
+                                     timeout=TIMEOUT_SECONDS)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return int(book.size)
