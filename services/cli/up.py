@@ -31,7 +31,8 @@ def _wait_healthy(name: str, process: subprocess.Popen, target: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while not _healthy(target):
         if process.poll() is not None:
-            raise SystemExit(f"{name} exited with code {process.returncode} during start-up (see its log above)")
+            raise SystemExit(f"{name} exited with code {process.returncode} during start-up "
+                             f"(see {data_dir() / 'logs' / (name + '.log')})")
         if time.monotonic() > deadline:
             raise SystemExit(f"{name} did not become healthy within {START_TIMEOUT_SECONDS}s")
         time.sleep(0.3)
@@ -56,14 +57,18 @@ def cmd_up(args) -> int:
     env = {**os.environ, "KEQUN_SERVICE_TOKEN": tokens["service"], "KEQUN_DEMO": "0" if args.no_demo else "1"}
     names = args.services or list(registry.SERVICES)
     processes: dict[str, subprocess.Popen] = {}
+    logs = data_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     # Ctrl-C goes to the whole process group; we stop the children ourselves, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         for name in names:
             config = ServiceConfig.from_env(name)
+            # One JSON line per RPC is for log shippers, not for this terminal.
+            log = None if args.logs_here else open(logs / f"{name}.log", "ab")
             processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
-                                               preexec_fn=os.setpgrp)
+                                               stdout=log, stderr=log, preexec_fn=os.setpgrp)
             _wait_healthy(name, processes[name], f"{config.host}:{config.grpc_port}")
             print(f"  {name:<11} gRPC {config.host}:{config.grpc_port}   metrics "
                   f"http://{config.host}:{config.metrics_port}/metrics   db {config.database_url}", flush=True)
@@ -71,6 +76,8 @@ def cmd_up(args) -> int:
               f"also in {dev_tokens_path()}:")
         for role, token in tokens.items():
             print(f"  {role:<16} {token}")
+        if not args.logs_here:
+            print(f"\nLogs (one JSON line per RPC): {logs}/<service>.log")
         print("\nPress Ctrl-C to stop.", flush=True)
         stop = {"now": False}
 
@@ -95,4 +102,5 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("up", help="run all four services locally with demo data")
     p.add_argument("services", nargs="*", help="only these (default: all)")
     p.add_argument("--no-demo", action="store_true", help="do not load demo data")
+    p.add_argument("--logs-here", action="store_true", help="print the services' logs here instead of to files")
     p.set_defaults(func=cmd_up)
