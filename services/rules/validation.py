@@ -229,6 +229,14 @@ def check_shape(raw: Mapping, kinds: KindRegistry) -> tuple[KindSpec | None, lis
 
 def validate_text(text: str, kinds: KindRegistry, engine: RuleEngine, *, run_examples_too: bool = True,
                   expected_name: str | None = None) -> ValidationResult:
+    try:
+        return _validate_text(text, kinds, engine, run_examples_too, expected_name)
+    except RecursionError:  # a hostile document nested deeper than any check walks
+        return ValidationResult(None, (Problem("", f"nested deeper than {MAX_DEPTH} levels"),))
+
+
+def _validate_text(text: str, kinds: KindRegistry, engine: RuleEngine, run_examples_too: bool,
+                   expected_name: str | None) -> ValidationResult:
     if len(text.encode()) > MAX_DOCUMENT_BYTES:
         return ValidationResult(None, (Problem("", f"document larger than {MAX_DOCUMENT_BYTES} bytes"),))
     try:

@@ -98,3 +98,12 @@ def test_yaml_aliases_and_impossible_dates_are_refused_not_crashed(kinds, engine
     assert "expands" not in " ".join(p.message for p in validate_text(shared, kinds, engine).problems)
     (problem,) = validate_text("0000-00-00", kinds, engine).problems
     assert problem.message.startswith("not valid YAML")
+
+
+def test_documents_nested_thousands_deep_are_refused(kinds, engine):
+    deep = "name: t\nkind: test.customer\nrules:\n  - id: r\n    then: {flags: [F]}\n    when: " + \
+        "{all: [" * 3000 + "{age: 1}" + "]}" * 3000 + "\n"
+    problems = validate_text(deep, kinds, engine).problems
+    assert problems and ("nested" in problems[0].message)
+    flow = "[" * 5000 + "]" * 5000
+    assert validate_text(flow, kinds, engine).problems
