@@ -25,6 +25,7 @@ import yaml
 
 from services.common.errors import Unauthenticated
 from services.common.rpc import CallContext, metadata_value, wrap_handler
+from services.common.tls import peer_identities
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,10 @@ class _Entry:
 
 
 def _load_tokens(path: Path) -> dict[str, _Entry]:
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return _parse_tokens(path, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+
+def _parse_tokens(path: Path, doc: dict) -> dict[str, _Entry]:
     entries: dict[str, _Entry] = {}
     for i, item in enumerate(doc.get("tokens") or []):
         digest = str(item.get("sha256", "")).strip().lower()
@@ -97,6 +101,22 @@ def _load_tokens(path: Path) -> dict[str, _Entry]:
     return entries
 
 
+def _parse_subjects(path: Path, doc: dict, tokens: dict[str, _Entry]) -> dict[str, _Entry]:
+    """Client-certificate identity (CN or SAN) -> principal, for mTLS.
+
+    `principals: [{name, subject (default: name), roles, expires_at}]`; a
+    token entry's name also matches a certificate naming it, so one
+    principal keeps one set of roles whether it shows a token or a cert."""
+    subjects = {e.principal.name: e for e in tokens.values()}
+    for i, item in enumerate(doc.get("principals") or []):
+        if not isinstance(item, dict) or not item.get("name"):
+            raise ValueError(f"{path}: principals[{i}] needs a name")
+        entry = _Entry(Principal(str(item["name"]), frozenset(map(str, item.get("roles") or ()))),
+                       _parse_expiry(item.get("expires_at")))
+        subjects[str(item.get("subject") or item["name"])] = entry
+    return subjects
+
+
 class TokenStore:
     """Hashed tokens from a YAML file, re-read whenever the file changes."""
 
@@ -106,6 +126,7 @@ class TokenStore:
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._entries: dict[str, _Entry] = {}
+        self._subjects: dict[str, _Entry] = {}
 
     def _refresh(self) -> None:
         try:
@@ -118,10 +139,13 @@ class TokenStore:
                 return
             if stamp is None:
                 log.warning("tokens file %s missing: every call is unauthenticated", self.path)
-                self._entries, self._stamp = {}, None
+                self._entries, self._subjects, self._stamp = {}, {}, None
                 return
             try:
-                self._entries = _load_tokens(self.path)
+                doc = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+                entries = _parse_tokens(self.path, doc)
+                self._subjects = _parse_subjects(self.path, doc, entries)
+                self._entries = entries
             except (OSError, ValueError, yaml.YAMLError) as exc:
                 # A half-written rotation must not lock everyone out: keep the
                 # previous tokens and try again on the next call.
@@ -143,6 +167,17 @@ class TokenStore:
         if entry is None or (entry.expires_at is not None and entry.expires_at <= self._clock()):
             return None
         return entry.principal
+
+    def authenticate_certificate(self, identities) -> Principal | None:
+        """The principal for the first known, unexpired identity of a verified client certificate."""
+        if not identities:
+            return None
+        self._refresh()
+        for name in identities:
+            entry = self._subjects.get(name)
+            if entry is not None and (entry.expires_at is None or entry.expires_at > self._clock()):
+                return entry.principal
+        return None
 
 
 def generate_dev_tokens(path: str | os.PathLike) -> dict[str, str]:
@@ -226,9 +261,14 @@ class AuthInterceptor(grpc.ServerInterceptor):
             # the principal contextvar must be set.
             def admit(context) -> tuple[CallContext, contextvars.Token]:
                 ctx = CallContext.of(context)
-                principal = self.tokens.authenticate(_bearer(ctx))
+                token = _bearer(ctx)
+                if token is not None:  # a token shown must be valid: no fallback to the cert
+                    principal = self.tokens.authenticate(token)
+                else:  # mTLS: the verified client certificate names the caller
+                    principal = self.tokens.authenticate_certificate(peer_identities(ctx))
                 if principal is None:
-                    ctx.abort(grpc.StatusCode.UNAUTHENTICATED, "missing, invalid or expired bearer token")
+                    ctx.abort(grpc.StatusCode.UNAUTHENTICATED,
+                              "missing, invalid or expired bearer token or client certificate")
                 ctx.fields["principal"] = principal.name
                 if not self.policy.allows(principal, method):
                     ctx.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.name} may not call {method}")

@@ -7,6 +7,7 @@ import collections
 import grpc
 
 from services.common.auth import bearer_metadata
+from services.common.tls import TlsFiles, client_credentials, tls_from_env
 from services.common.logging import REQUEST_ID_HEADER, current_request_id, new_request_id
 
 
@@ -54,7 +55,20 @@ class ClientAuthInterceptor(
         return continuation(self._details(details), request_iterator)
 
 
-def dial(target: str, token: str | None = None, *, options=None) -> grpc.Channel:
-    """An insecure channel to `target` that authenticates as `token`."""
-    channel = grpc.insecure_channel(target, options=options)
+def dial(target: str, token: str | None = None, *, options=None,
+         tls: TlsFiles | grpc.ChannelCredentials | None | bool = None) -> grpc.Channel:
+    """A channel to `target` that authenticates as `token`.
+
+    `tls`: None (default) uses the process's own KEQUN_TLS_* files when they
+    are set — a service running with mTLS presents its certificate to the
+    services it calls — and plaintext otherwise; False forces plaintext;
+    TlsFiles (cert/key presented, ca trusted) or ready ChannelCredentials use TLS."""
+    if tls is None:
+        tls = tls_from_env()
+    if isinstance(tls, TlsFiles):
+        tls = client_credentials(tls.ca, tls.cert, tls.key)
+    if tls:
+        channel = grpc.secure_channel(target, tls, options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=options)
     return grpc.intercept_channel(channel, ClientAuthInterceptor(token))

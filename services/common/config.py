@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.tls import TlsFiles, tls_from_env
+
 # CONTRACT.md: default ports (gRPC, metrics HTTP).
 DEFAULT_PORTS: dict[str, tuple[int, int]] = {
     "tiering": (50051, 9101),
@@ -84,6 +86,17 @@ class ServiceConfig:
     service_token: str | None = field(default=None, repr=False)
     # Cross-service targets, resolved once from the same environment.
     targets: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    # mTLS (optional): KEQUN_TLS_CERT / KEQUN_TLS_KEY / KEQUN_TLS_CLIENT_CA, all or none.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The server's TLS files when mTLS is configured, else None (plaintext)."""
+        if self.tls_cert and self.tls_key and self.tls_client_ca:
+            return TlsFiles(self.tls_cert, self.tls_key, self.tls_client_ca)
+        return None
 
     def service_target(self, name: str) -> str:
         if name in self.targets:
@@ -101,6 +114,10 @@ class ServiceConfig:
         level = (_lookup(env, service, "LOG_LEVEL")[1] or "INFO").upper()
         if level not in LOG_LEVELS:
             raise ConfigError(f"KEQUN_LOG_LEVEL={level!r}: one of {LOG_LEVELS}")
+        try:
+            tls = tls_from_env(env, service)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             service=service,
             host=_lookup(env, service, "HOST")[1] or "127.0.0.1",
@@ -118,4 +135,7 @@ class ServiceConfig:
             log_level=level,
             service_token=env.get("KEQUN_SERVICE_TOKEN") or None,
             targets={name: service_target(name, env) for name in DEFAULT_PORTS},
+            tls_cert=tls.cert if tls else None,
+            tls_key=tls.key if tls else None,
+            tls_client_ca=tls.ca if tls else None,
         )

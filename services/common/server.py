@@ -18,14 +18,20 @@ from prometheus_client import CollectorRegistry
 from services.common.auth import AuthInterceptor, Policy, TokenStore
 from services.common.config import ServiceConfig
 from services.common.grpc_errors import ErrorInterceptor
+from services.common.guards import GuardInterceptor
 from services.common.logging import LoggingInterceptor
 from services.common.metrics import MetricsInterceptor, start_metrics_http
+from services.common.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 READINESS_INTERVAL_SECONDS = 2.0
+# A health name that answers SERVING while the process is up, whatever the
+# database says: Kubernetes' liveness probe asks it, so an outage of a
+# dependency flips readiness (the "" and service names) without restarts.
+LIVENESS = "liveness"
 
 AddToServer = Callable[[Any, grpc.Server], None]
 
@@ -69,6 +75,7 @@ class ServiceServer:
                 LoggingInterceptor(config.service),
                 MetricsInterceptor(registry),
                 AuthInterceptor(token_store, policy),
+                GuardInterceptor(),  # expired deadlines, undecodable requests
                 ErrorInterceptor(),
             ],
             # Past this many in-flight RPCs grpc answers RESOURCE_EXHAUSTED
@@ -86,7 +93,11 @@ class ServiceServer:
         reflection.enable_server_reflection(
             (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
 
-        self.port = self.server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+        address = f"{config.host}:{config.grpc_port}"
+        tls = config.tls
+        # With mTLS configured the port speaks TLS only: no plaintext fallback.
+        self.port = (self.server.add_secure_port(address, server_credentials(tls)) if tls
+                     else self.server.add_insecure_port(address))
         if not self.port:
             raise RuntimeError(f"cannot bind {config.host}:{config.grpc_port}")
 
@@ -122,6 +133,7 @@ class ServiceServer:
         self.started = True
         self._ready = self._check_ready()
         self.set_serving(self._ready)
+        self.health.set(LIVENESS, SERVING)
         self.server.start()
         if self._serve_metrics:
             self._metrics_http = start_metrics_http(self.config.metrics_port, self.registry, self.config.host)

@@ -1,0 +1,162 @@
+"""A tamper-evident audit log: every record hashes the one before it.
+
+    hash = sha256(prev_hash || canonical JSON of the record)
+
+Services call `append_audit` inside the transaction of the mutation it
+describes, so the record commits or rolls back with the change. Changing,
+inserting or deleting a record breaks the chain at that point, which
+`verify_chain` reports (the first bad id). Deleting records from the *end*
+cannot be seen from the chain alone: keep the latest hash somewhere else
+(`chain_head`) if that matters.
+
+Appends are serialized per table (PostgreSQL: a transaction-level advisory
+lock; SQLite: kequn's BEGIN IMMEDIATE already holds the write lock), so two
+concurrent transactions never chain onto the same predecessor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text, insert, select, text
+
+GENESIS = "0" * 64
+RECORD_FIELDS = ("at", "actor", "action", "subject", "before", "after", "request_id", "reason")
+
+
+def default_table_name(service: str) -> str:
+    """The audit table of a service, by convention (what `kequn audit verify` reads)."""
+    return f"{service}_audit_log"
+
+
+def audit_table(metadata: MetaData, name: str) -> Table:
+    """The audit table definition; put it in the service's metadata so
+    Alembic autogenerate / op.create_table see it like any other table."""
+    return Table(
+        name, metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("at", String(40), nullable=False),  # ISO 8601 UTC, hashed as stored
+        Column("actor", String(200), nullable=False),
+        Column("action", String(100), nullable=False),
+        Column("subject", String(300), nullable=False),
+        Column("before_json", Text, nullable=False),
+        Column("after_json", Text, nullable=False),
+        Column("request_id", String(200), nullable=False),
+        Column("reason", Text, nullable=False),
+        Column("prev_hash", String(64), nullable=False),
+        Column("hash", String(64), nullable=False),
+        Index(f"ix_{name}_subject", "subject"),
+    )
+
+
+def _default(value: Any):
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    if isinstance(value, (date, Decimal)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return sorted(value, key=str) if isinstance(value, (set, frozenset)) else list(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot put {type(value).__name__} in an audit record")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, UTF-8 kept: the same value always gives the same text."""
+    return json.dumps(value, default=_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def record_hash(prev_hash: str, record: dict[str, Any]) -> str:
+    payload = canonical_json({k: record[k] for k in RECORD_FIELDS})
+    return hashlib.sha256((prev_hash + payload).encode("utf-8")).hexdigest()
+
+
+def _dialect(conn) -> str:
+    bind = conn.get_bind() if hasattr(conn, "get_bind") else conn  # Session or Connection
+    return bind.dialect.name
+
+
+def _lock(conn, table: Table) -> None:
+    if _dialect(conn) == "postgresql":
+        # Held until the caller's transaction ends: the next appender reads
+        # our row as its predecessor only after we commit (or roll back).
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"kequn-audit:{table.name}"})
+
+
+def _last_hash(conn, table: Table) -> str:
+    row = conn.execute(select(table.c.hash).order_by(table.c.id.desc()).limit(1)).first()
+    return row[0] if row else GENESIS
+
+
+def _context_defaults(actor: str | None, request_id: str | None) -> tuple[str, str]:
+    if actor is None:
+        from services.common.auth import current_principal  # only inside an RPC
+        try:
+            actor = current_principal().name
+        except Exception:  # noqa: BLE001 - outside an RPC: a system action
+            actor = "system"
+    if request_id is None:
+        from services.common.logging import current_request_id
+        request_id = current_request_id() or ""
+    return actor, request_id
+
+
+def append_audit(conn, table: Table, *, actor: str | None = None, action: str, subject: str,
+                 before: Any = None, after: Any = None, request_id: str | None = None,
+                 reason: str = "", at: datetime | None = None) -> str:
+    """Append one record inside the caller's transaction; returns its hash.
+
+    `conn` is a SQLAlchemy Connection or Session in an open transaction.
+    `actor` defaults to the current principal, `request_id` to the current
+    x-request-id. `before`/`after` are JSON-able values (Decimal, datetime ok)."""
+    actor, request_id = _context_defaults(actor, request_id)
+    record = {
+        "at": (at or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "actor": str(actor), "action": str(action), "subject": str(subject),
+        "before": json.loads(canonical_json(before)), "after": json.loads(canonical_json(after)),
+        "request_id": str(request_id or ""), "reason": str(reason or ""),
+    }
+    _lock(conn, table)
+    prev = _last_hash(conn, table)
+    digest = record_hash(prev, record)
+    conn.execute(insert(table).values(
+        at=record["at"], actor=record["actor"], action=record["action"], subject=record["subject"],
+        before_json=canonical_json(record["before"]), after_json=canonical_json(record["after"]),
+        request_id=record["request_id"], reason=record["reason"], prev_hash=prev, hash=digest))
+    return digest
+
+
+def _record_of(row) -> dict[str, Any]:
+    return {"at": row.at, "actor": row.actor, "action": row.action, "subject": row.subject,
+            "before": json.loads(row.before_json), "after": json.loads(row.after_json),
+            "request_id": row.request_id, "reason": row.reason}
+
+
+def verify_chain(conn, table: Table, batch: int = 5000) -> tuple[bool, int | None]:
+    """(True, None) if every record hashes its predecessor; else (False, id of the first bad record)."""
+    prev, last_id = GENESIS, None
+    while True:
+        q = select(table).order_by(table.c.id).limit(batch)
+        if last_id is not None:
+            q = q.where(table.c.id > last_id)
+        rows = conn.execute(q).fetchall()
+        if not rows:
+            return True, None
+        for row in rows:
+            try:
+                ok = row.prev_hash == prev and row.hash == record_hash(prev, _record_of(row))
+            except (ValueError, TypeError):  # before/after no longer JSON
+                ok = False
+            if not ok:
+                return False, row.id
+            prev, last_id = row.hash, row.id
+
+
+def chain_head(conn, table: Table) -> tuple[int, str]:
+    """(number of records, hash of the latest): anchor it elsewhere to detect truncation."""
+    count = conn.execute(select(text("count(*)")).select_from(table)).scalar_one()
+    return int(count), _last_hash(conn, table)

@@ -1,0 +1,126 @@
+"""Refuse work nobody is waiting for, and requests nobody can decode.
+
+- A call whose deadline has already passed when its handler starts (it waited
+  in a queue, or the client sent an expired deadline) answers
+  DEADLINE_EXCEEDED without running the handler.
+- Long loops (batches, streams) call `check_deadline()` per item: it raises
+  DeadlineExceeded once the caller has gone (deadline passed or cancelled),
+  so the work stops instead of running on for nobody.
+- A request whose bytes do not decode (e.g. invalid UTF-8 in a string field)
+  answers INVALID_ARGUMENT; grpc itself would answer INTERNAL.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+
+import grpc
+
+from services.common import errors
+from services.common.grpc_errors import abort_with
+from services.common.rpc import CallContext
+
+_call: contextvars.ContextVar[grpc.ServicerContext | None] = contextvars.ContextVar("kequn_call", default=None)
+
+
+def call_active(context: grpc.ServicerContext | None = None) -> bool:
+    """False once the caller of the RPC being served is gone; True outside RPCs."""
+    context = context or _call.get()
+    if context is None:
+        return True
+    if not context.is_active():
+        return False
+    remaining = context.time_remaining()
+    return remaining is None or remaining > 0
+
+
+def check_deadline(context: grpc.ServicerContext | None = None) -> None:
+    """Raise DeadlineExceeded when the caller is gone; cheap enough per loop item."""
+    if not call_active(context):
+        raise errors.DeadlineExceeded("deadline exceeded or call cancelled: work stopped")
+
+
+class _Undecodable:
+    """Stands in for a request message whose bytes did not parse."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _safe(deserializer):
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError and friends
+            return _Undecodable(f"{type(exc).__name__}: {exc}")
+    return deserialize
+
+
+def _refuse(reason: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument("request message cannot be decoded (invalid protobuf or UTF-8)",
+                                  violations=[("request", reason[:200])])
+
+
+def _checked_stream(requests: Iterator) -> Iterator:
+    for item in requests:
+        if isinstance(item, _Undecodable):
+            raise _refuse(item.reason)
+        yield item
+
+
+class GuardInterceptor(grpc.ServerInterceptor):
+    """Sits just outside ErrorInterceptor (see server.py)."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        request_streaming = handler.request_streaming
+
+        def admit(request, context):
+            ctx = CallContext.of(context)
+            remaining = ctx.time_remaining()
+            if remaining is not None and remaining <= 0:
+                ctx.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the work started")
+            if request_streaming:
+                request = _checked_stream(request)
+            elif isinstance(request, _Undecodable):
+                abort_with(ctx, _refuse(request.reason))
+            return request, ctx, _call.set(ctx)
+
+        def release(token) -> None:
+            try:
+                _call.reset(token)
+            except ValueError:  # a cancelled stream is closed from another context
+                pass
+
+        def wrap(behavior, streaming):
+            if not streaming:
+                def unary(request, context):
+                    request, ctx, token = admit(request, context)
+                    try:
+                        return behavior(request, ctx)
+                    finally:
+                        release(token)
+                return unary
+
+            def stream(request, context):
+                request, ctx, token = admit(request, context)
+                try:
+                    yield from behavior(request, ctx)
+                finally:
+                    release(token)
+            return stream
+
+        de, ser = _safe(handler.request_deserializer), handler.response_serializer
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), de, ser)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, True), de, ser)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary, False), de, ser)
+        return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), de, ser)
