@@ -105,6 +105,16 @@ def _context_defaults(actor: str | None, request_id: str | None) -> tuple[str, s
     return actor, request_id
 
 
+def _record(actor: str, request_id: str, action: str, subject: str, before: Any, after: Any, reason: str,
+            at: datetime | None) -> dict[str, Any]:
+    return {
+        "at": (at or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "actor": str(actor), "action": str(action), "subject": str(subject),
+        "before": json.loads(canonical_json(before)), "after": json.loads(canonical_json(after)),
+        "request_id": str(request_id or ""), "reason": str(reason or ""),
+    }
+
+
 def append_audit(conn, table: Table, *, actor: str | None = None, action: str, subject: str,
                  before: Any = None, after: Any = None, request_id: str | None = None,
                  reason: str = "", at: datetime | None = None) -> str:
@@ -112,22 +122,34 @@ def append_audit(conn, table: Table, *, actor: str | None = None, action: str, s
 
     `conn` is a SQLAlchemy Connection or Session in an open transaction.
     `actor` defaults to the current principal, `request_id` to the current
-    x-request-id. `before`/`after` are JSON-able values (Decimal, datetime ok)."""
+    x-request-id. `before`/`after` are JSON-able values (Decimal, datetime ok).
+    Call it last before commit: on PostgreSQL it holds the table's append
+    lock until the transaction ends."""
+    return append_audit_many(conn, table, [dict(action=action, subject=subject, before=before, after=after,
+                                                reason=reason)], actor=actor, request_id=request_id, at=at)
+
+
+def append_audit_many(conn, table: Table, entries: list[dict[str, Any]], *, actor: str | None = None,
+                      request_id: str | None = None, at: datetime | None = None) -> str:
+    """Append several records (dicts with action, subject, before, after,
+    reason) in one statement, chained in order; returns the last hash. For
+    batches: one lock, one predecessor read and one insert for all of them."""
+    if not entries:
+        return _last_hash(conn, table)
     actor, request_id = _context_defaults(actor, request_id)
-    record = {
-        "at": (at or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="microseconds"),
-        "actor": str(actor), "action": str(action), "subject": str(subject),
-        "before": json.loads(canonical_json(before)), "after": json.loads(canonical_json(after)),
-        "request_id": str(request_id or ""), "reason": str(reason or ""),
-    }
+    records = [_record(actor, request_id, e["action"], e["subject"], e.get("before"), e.get("after"),
+                       e.get("reason", ""), at) for e in entries]
     _lock(conn, table)
     prev = _last_hash(conn, table)
-    digest = record_hash(prev, record)
-    conn.execute(insert(table).values(
-        at=record["at"], actor=record["actor"], action=record["action"], subject=record["subject"],
-        before_json=canonical_json(record["before"]), after_json=canonical_json(record["after"]),
-        request_id=record["request_id"], reason=record["reason"], prev_hash=prev, hash=digest))
-    return digest
+    rows = []
+    for record in records:
+        digest = record_hash(prev, record)
+        rows.append(dict(at=record["at"], actor=record["actor"], action=record["action"], subject=record["subject"],
+                         before_json=canonical_json(record["before"]), after_json=canonical_json(record["after"]),
+                         request_id=record["request_id"], reason=record["reason"], prev_hash=prev, hash=digest))
+        prev = digest
+    conn.execute(insert(table), rows)
+    return prev
 
 
 def _record_of(row) -> dict[str, Any]:

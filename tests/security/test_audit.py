@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import MetaData, delete, insert, inspect, update
 
-from services.common.audit import append_audit, audit_table, default_table_name, verify_chain
+from services.common.audit import append_audit, append_audit_many, audit_table, default_table_name, verify_chain
 from services.common.db import make_engine
 from services.common.testing import REPO_ROOT
 from tests.security.conftest import AVAILABLE
@@ -41,6 +41,21 @@ def _ids(engine, table):
 def _verify(engine, table):
     with engine.connect() as conn:
         return verify_chain(conn, table)
+
+
+def test_a_batch_appends_in_order_onto_the_chain_and_a_change_in_it_is_named(chain):
+    engine, table = chain
+    with engine.begin() as conn:
+        append_audit_many(conn, table, [dict(action="thing.batch", subject=f"thing/b{i}", after={"i": i})
+                                        for i in range(50)], actor="batcher", request_id="rb")
+    assert _verify(engine, table) == (True, None)
+    with engine.connect() as conn:
+        rows = conn.execute(table.select().order_by(table.c.id)).fetchall()
+    assert [r.subject for r in rows[5:]] == [f"thing/b{i}" for i in range(50)]
+    assert all(r.actor == "batcher" and r.request_id == "rb" for r in rows[5:])
+    with engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == rows[30].id).values(after_json='{"i":999}'))
+    assert _verify(engine, table) == (False, rows[30].id)
 
 
 def test_intact_chain_verifies(chain):
