@@ -17,6 +17,7 @@ import secrets
 import tempfile
 import threading
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import grpc
 import yaml
 
 from services.common.errors import Unauthenticated
-from services.common.rpc import CallContext, metadata_value, wrap_handler
+from services.common.rpc import CallContext, metadata_value, reset_quietly, scoped, wrap_handler
 from services.common.tls import peer_identities
 
 log = logging.getLogger(__name__)
@@ -256,45 +257,21 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
 
-        def wrap(behavior, streaming):
-            # Checked inside the behavior: it runs on the worker thread, where
-            # the principal contextvar must be set.
-            def admit(context) -> tuple[CallContext, contextvars.Token]:
-                ctx = CallContext.of(context)
-                token = _bearer(ctx)
-                if token is not None:  # a token shown must be valid: no fallback to the cert
-                    principal = self.tokens.authenticate(token)
-                else:  # mTLS: the verified client certificate names the caller
-                    principal = self.tokens.authenticate_certificate(peer_identities(ctx))
-                if principal is None:
-                    ctx.abort(grpc.StatusCode.UNAUTHENTICATED,
-                              "missing, invalid or expired bearer token or client certificate")
-                ctx.fields["principal"] = principal.name
-                if not self.policy.allows(principal, method):
-                    ctx.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.name} may not call {method}")
-                return ctx, _principal.set(principal)
+        # Checked inside the behavior: it runs on the worker thread, where
+        # the principal contextvar must be set.
+        def admit(request, context) -> tuple[Any, CallContext, contextvars.Token]:
+            ctx = CallContext.of(context)
+            token = _bearer(ctx)
+            if token is not None:  # a token shown must be valid: no fallback to the cert
+                principal = self.tokens.authenticate(token)
+            else:  # mTLS: the verified client certificate names the caller
+                principal = self.tokens.authenticate_certificate(peer_identities(ctx))
+            if principal is None:
+                ctx.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "missing, invalid or expired bearer token or client certificate")
+            ctx.fields["principal"] = principal.name
+            if not self.policy.allows(principal, method):
+                ctx.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.name} may not call {method}")
+            return request, ctx, _principal.set(principal)
 
-            def release(token):
-                try:
-                    _principal.reset(token)
-                except ValueError:  # a cancelled stream is closed from another context
-                    pass
-
-            if not streaming:
-                def unary(request, context):
-                    ctx, token = admit(context)
-                    try:
-                        return behavior(request, ctx)
-                    finally:
-                        release(token)
-                return unary
-
-            def stream(request, context):
-                ctx, token = admit(context)
-                try:
-                    yield from behavior(request, ctx)
-                finally:
-                    release(token)
-            return stream
-
-        return wrap_handler(handler, wrap)
+        return wrap_handler(handler, scoped(admit, lambda token: reset_quietly(_principal, token)))

@@ -19,7 +19,7 @@ import grpc
 
 from services.common import errors
 from services.common.grpc_errors import abort_with
-from services.common.rpc import CallContext
+from services.common.rpc import CallContext, reset_quietly, scoped, wrap_handler
 
 _call: contextvars.ContextVar[grpc.ServicerContext | None] = contextvars.ContextVar("kequn_call", default=None)
 
@@ -92,35 +92,5 @@ class GuardInterceptor(grpc.ServerInterceptor):
                 abort_with(ctx, _refuse(request.reason))
             return request, ctx, _call.set(ctx)
 
-        def release(token) -> None:
-            try:
-                _call.reset(token)
-            except ValueError:  # a cancelled stream is closed from another context
-                pass
-
-        def wrap(behavior, streaming):
-            if not streaming:
-                def unary(request, context):
-                    request, ctx, token = admit(request, context)
-                    try:
-                        return behavior(request, ctx)
-                    finally:
-                        release(token)
-                return unary
-
-            def stream(request, context):
-                request, ctx, token = admit(request, context)
-                try:
-                    yield from behavior(request, ctx)
-                finally:
-                    release(token)
-            return stream
-
-        de, ser = _safe(handler.request_deserializer), handler.response_serializer
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), de, ser)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, True), de, ser)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary, False), de, ser)
-        return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), de, ser)
+        return wrap_handler(handler, scoped(admit, lambda token: reset_quietly(_call, token)),
+                            _safe(handler.request_deserializer))

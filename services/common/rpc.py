@@ -88,9 +88,11 @@ Behavior = Callable[[Any, grpc.ServicerContext], Any]
 Wrapper = Callable[[Behavior, bool], Behavior]
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHandler:
-    """Rebuild `handler` with its behavior wrapped, keeping (de)serializers."""
-    de, ser = handler.request_deserializer, handler.response_serializer
+def wrap_handler(handler: grpc.RpcMethodHandler, wrap: Wrapper,
+                 request_deserializer: Callable | None = None) -> grpc.RpcMethodHandler:
+    """Rebuild `handler` with its behavior wrapped, keeping its serializers
+    (or replacing the request deserializer)."""
+    de, ser = request_deserializer or handler.request_deserializer, handler.response_serializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), de, ser)
     if handler.unary_stream:
@@ -112,3 +114,36 @@ def iterate(it: Iterator[Any], each: Callable[[Any], None]) -> Iterator[Any]:
     for item in it:
         each(item)
         yield item
+
+
+def scoped(admit: Callable[[Any, grpc.ServicerContext], tuple[Any, "CallContext", Any]],
+           release: Callable[[Any], None]) -> Wrapper:
+    """A Wrapper that runs `admit(request, context) -> (request, ctx, token)`
+    on the worker thread before the behavior (it may abort) and
+    `release(token)` after it, for unary and streaming responses alike."""
+    def wrap(behavior: Behavior, streaming: bool) -> Behavior:
+        if not streaming:
+            def unary(request, context):
+                request, ctx, token = admit(request, context)
+                try:
+                    return behavior(request, ctx)
+                finally:
+                    release(token)
+            return unary
+
+        def stream(request, context):
+            request, ctx, token = admit(request, context)
+            try:
+                yield from behavior(request, ctx)
+            finally:
+                release(token)
+        return stream
+    return wrap
+
+
+def reset_quietly(var, token) -> None:
+    """ContextVar.reset that tolerates a stream closed from another context."""
+    try:
+        var.reset(token)
+    except ValueError:
+        pass
