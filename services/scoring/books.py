@@ -16,11 +16,15 @@ class AssignmentBooks:
         self.stub = assignment_pb2_grpc.AssignmentServiceStub(channel)
 
     def __call__(self, staff_id: str) -> int | None:
+        book = self.book(staff_id)
+        return None if book is None else int(book.size)
+
+    def book(self, staff_id: str) -> assignment_pb2.Book | None:
+        """The book's header (size, role, branch, locked), or None if assignment does not know the person."""
         try:
-            book = self.stub.GetBook(assignment_pb2.GetBookRequest(staff_id=staff_id, page_size=1),
+            return self.stub.GetBook(assignment_pb2.GetBookRequest(staff_id=staff_id, page_size=1),
                                      timeout=TIMEOUT_SECONDS)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
-        return int(book.size)
