@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import time
@@ -119,6 +120,7 @@ class Page:
 class _Batch:
     people: dict[str, tuple[str, str]] = field(default_factory=dict)   # staff -> (role, branch)
     items: dict[tuple[str, str], tuple[str, bool, str]] = field(default_factory=dict)
+    cards: dict[str, Scorecard] = field(default_factory=dict)                # role -> card checked against
 
 
 def _period(row: PeriodRow) -> Period:
@@ -211,6 +213,7 @@ class ScoringService:
                 answer = work(store)
                 if request_id:
                     store.remember(method, request_id, answer)
+                store.write_audit()  # last: the chain's append lock is held until commit
                 uow.commit()
                 return answer
 
@@ -262,6 +265,9 @@ class ScoringService:
             if store.period(period_id) is not None:
                 raise AlreadyExists(f"period {period_id!r} already exists")
             store.add_period(period_id, starts_on, ends_on, due_on, actor)
+            store.audit("period.create", f"period/{period_id}", None,
+                        {"period_id": period_id, "starts_on": starts_on, "ends_on": ends_on, "due_on": due_on,
+                         "status": "OPEN"})
             return {"period_id": period_id}
         self._write(work, "CreatePeriod", request_id)
         return self.get_period(period_id)
@@ -290,9 +296,13 @@ class ScoringService:
                 moved = sorted(s for s, (role, _) in known.items() if role != batch.people[s][0])
                 store.forget_staff_values(period_id, moved)
                 store.upsert_staff(period_id, dict(sorted(batch.people.items())))
-                store.upsert_values(period_id, [(s, k, v, r, c) for (s, k), (v, r, c) in sorted(batch.items.items())],
-                                    actor)
-                store.mark_stale(period_id, {r for r, _ in batch.people.values()} | {known[s][0] for s in moved})
+                items = sorted(batch.items.items())
+                store.upsert_values(period_id, [(s, k, v, r, c) for (s, k), (v, r, c) in items], actor)
+                stale = {r for r, _ in batch.people.values()} | {known[s][0] for s in moved}
+                store.mark_stale(period_id, stale)
+                store.audit(f"values.{'submit_ratings' if ratings else 'submit_metrics'}", f"period/{period_id}",
+                            {"status": period.status},
+                            {"status": period.status, **_submission_summary(batch, items, known, moved, stale)})
                 return {"accepted": len(batch.items)}
             return self._write(work, method, request_id)["accepted"]
         except InvalidArgument:
@@ -331,6 +341,7 @@ class ScoringService:
             if card is None:
                 violations.append((f"{path}.role", f"unknown role {item.role!r}: no published scorecard"))
                 continue
+            batch.cards[item.role] = card
             try:
                 value = domain.parse_decimal(item.value)
             except ValueError as exc:
@@ -382,9 +393,12 @@ class ScoringService:
         period = self._existing(store, period_id, lock="update")
         if period.status == "FINALIZED":
             raise FailedPrecondition(f"period {period_id} is finalized: results are frozen; use ReviseScore")
+        scope = {"role": cards[0].role if cards else "", "branch_id": branch_id}
         if cards is None:
             cards = [self.scorecards.active(r) for r in store.roles(period_id)]
         by_role: dict[str, int] = {}
+        runs: dict[str, dict] = {}
+        digest = hashlib.sha256()
         for card in cards:
             people = self._people(store.people_of_role(period_id, card.role), card)
             groups = None
@@ -394,15 +408,22 @@ class ScoringService:
             scores, stats = score_role(card, people)
             books = {p.staff_id: p.book_size for p in people}
             at = _utcnow()
-            store.replace_results(period_id, card.role, groups,
-                                  [self._row(card, s, books.get(s.staff_id), calculated_at=at) for s in scores],
+            rows = [self._row(card, s, books.get(s.staff_id), calculated_at=at) for s in scores]
+            store.replace_results(period_id, card.role, groups, rows,
                                   [(g, i, _plain(st.mean), _plain(st.stddev), st.count)
                                    for (g, i), st in sorted(stats.items())])
             if not branch_id:
                 store.mark_calculated(period_id, card.role)
             by_role[card.role] = len(scores)
+            runs[card.role] = {"scored": len(scores), "scorecard": card.name, "scorecard_version": card.version,
+                               "peer_groups": len({s.peer_group for s in scores})}
+            digest.update("".join(f"{card.role}\t{r['staff_id']}\t{r['total']}\t{r['rank']}\n"
+                                  for r in rows).encode())
         if period.status == "OPEN":
             store.set_period_status(period_id, "CALCULATED")
+        store.audit("period.calculate", f"period/{period_id}", {"status": period.status},
+                    {"status": "CALCULATED", **scope, "scored": sum(by_role.values()), "by_role": runs,
+                     "results_sha256": digest.hexdigest()})
         return {"scored": sum(by_role.values()), "status": "CALCULATED", "by_role": by_role}
 
     def _people(self, raw: dict[str, tuple[str, dict[str, str]]], card: Scorecard) -> list[Person]:
@@ -435,7 +456,10 @@ class ScoringService:
                 raise FailedPrecondition(f"values changed since the last full calculation of {', '.join(stale)}: "
                                          "calculate again before finalizing")
             store.set_period_status(period_id, "FINALIZED", actor)
-            return {"finalized": store.count_latest(period_id), "status": "FINALIZED"}
+            count = store.count_latest(period_id)
+            store.audit("period.finalize", f"period/{period_id}", {"status": period.status},
+                        {"status": "FINALIZED", "results": count})
+            return {"finalized": count, "status": "FINALIZED"}
         first = not request_id or self._read(lambda store: store.replay("FinalizePeriod", request_id)) is None
         answer = self._write(work, "FinalizePeriod", request_id)
         if first:
@@ -520,6 +544,8 @@ class ScoringService:
             row = self._row(card, scored, latest.book_size, latest.revision + 1,
                             corrections=json.dumps(fixed, sort_keys=True), reason=reason.strip(), revised_by=actor)
             store.add_revision({**row, "period_id": period_id, "role": latest.role})
+            store.audit("score.revise", f"score/{period_id}/{staff_id}", _revision_state(latest._asdict()),
+                        _revision_state({**row, "corrections": fixed}), reason=reason.strip())
             return {"revision": latest.revision + 1}
         answer = self._write(work, "ReviseScore", request_id)
         return self.get_score(staff_id, period_id, answer["revision"])
@@ -548,6 +574,38 @@ class ScoringService:
             fixed[item.indicator_id] = format(value, "f")
         _raise(violations)
         return fixed
+
+
+# --------------------------------------------------------------------------- audit summaries
+
+
+def _digest(lines: Sequence[str]) -> str:
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _submission_summary(batch: _Batch, items: list, known: dict[str, tuple[str, str]], moved: Sequence[str],
+                        stale: set[str]) -> dict:
+    """One record for a whole submission (up to 100,000 values): counts per role with
+    the card they were checked against, the branches, and a digest of every
+    (staff, input, value) so the stored values can be checked against the record."""
+    by_role: dict[str, dict] = {}
+    for role, _ in batch.people.values():
+        entry = by_role.setdefault(role, {"people": 0, "values": 0, "scorecard": batch.cards[role].name,
+                                          "scorecard_version": batch.cards[role].version})
+        entry["people"] += 1
+    for (staff_id, _), _ in items:
+        by_role[batch.people[staff_id][0]]["values"] += 1
+    return {"values": len(batch.items), "people": len(batch.people),
+            "new_people": sum(1 for s in batch.people if s not in known), "moved_people": len(moved),
+            "by_role": by_role, "branches": sorted({b for _, b in batch.people.values()}),
+            "stale_roles": sorted(stale),
+            "values_sha256": _digest([f"{s}\t{k}\t{v}\n" for (s, k), (v, _, _) in items])}
+
+
+def _revision_state(result: dict) -> dict:
+    """A result as a revision record shows it: before and after of ReviseScore."""
+    return {k: result[k] for k in ("revision", "total", "rank", "peer_group_size", "scorecard_name",
+                                   "scorecard_version", "corrections")}
 
 
 def _utcnow() -> datetime:

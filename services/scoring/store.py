@@ -18,6 +18,8 @@ from sqlalchemy import (Boolean, Column, DateTime, Index, Integer, MetaData, Str
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from services.common.audit import append_audit_many, audit_table
+
 metadata = MetaData()
 
 periods = Table(
@@ -109,6 +111,10 @@ requests = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# The tamper-evident trail of every mutation (services.common.audit); bulk
+# requests write one summary record each, see docs/scoring.md "Audit trail".
+audit_log = audit_table(metadata, "scoring_audit_log")
+
 # HR's keyset paging over latest results; the calculation's reads by role.
 Index("ix_scoring_results_page", results.c.period_id, results.c.is_latest, results.c.role, results.c.branch_id,
       results.c.staff_id)
@@ -189,6 +195,22 @@ class ScoringStore:
 
     def __init__(self, conn: Connection):
         self.conn = conn
+        self._audit: list[dict] = []
+
+    # ---------------------------------------------------------------- audit
+
+    def audit(self, action: str, subject: str, before: Any, after: Any, reason: str = "") -> None:
+        """Records what a use case changed; written by `write_audit` just before commit."""
+        self._audit.append({"action": action, "subject": subject, "before": before, "after": after,
+                            "reason": reason})
+
+    def write_audit(self) -> None:
+        """Appends the recorded entries to the chain: the last statement before commit,
+        so the table's append lock (PostgreSQL) is held for as short a time as possible.
+        Actor and request id: the RPC's principal and x-request-id ("system" outside one)."""
+        entries, self._audit = self._audit, []
+        if entries:
+            append_audit_many(self.conn, audit_log, entries)
 
     # ---------------------------------------------------------------- periods
 
