@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from kequn.assignment.v1 import assignment_pb2 as pb
 from kequn.assignment.v1 import assignment_pb2_grpc
+from services.common.audit import canonical_json
 from services.common.auth import current_principal
 from services.common.errors import InvalidArgument
 
@@ -27,6 +28,8 @@ _STATUS_OUT = {"PENDING": pb.CHANGE_REQUEST_STATUS_PENDING, "APPROVED": pb.CHANG
 _STATUS_IN = {v: k for k, v in _STATUS_OUT.items()}
 _LOCK_OUT = {"OPEN": pb.LOCK_PERIOD_STATUS_OPEN, "CLOSED": pb.LOCK_PERIOD_STATUS_CLOSED}
 _KIND_OUT = {"TIER": pb.ASSIGNMENT_KIND_TIER, "GROUP": pb.ASSIGNMENT_KIND_GROUP}
+# The range google.protobuf.Timestamp allows (timestamp.proto).
+MIN_SECONDS, MAX_SECONDS, MAX_NANOS = -62_135_596_800, 253_402_300_799, 999_999_999
 
 
 def ts(value: datetime | None) -> Timestamp | None:
@@ -35,6 +38,26 @@ def ts(value: datetime | None) -> Timestamp | None:
     out = Timestamp()
     out.FromDatetime(value)
     return out
+
+
+def instant(request, field: str) -> datetime | None:
+    """An optional google.protobuf.Timestamp of the request as an aware datetime;
+    outside 0001-01-01..9999-12-31 or with nanos outside 0..999,999,999 it is
+    INVALID_ARGUMENT naming the field (protobuf would fail deep inside)."""
+    if not request.HasField(field):
+        return None
+    value = getattr(request, field)
+    if not 0 <= value.nanos <= MAX_NANOS:
+        raise InvalidArgument(violations=[(f"{field}.nanos", f"must be between 0 and {MAX_NANOS}")])
+    if not MIN_SECONDS <= value.seconds <= MAX_SECONDS:
+        raise InvalidArgument(violations=[(f"{field}.seconds", "must be within 0001-01-01T00:00:00Z and "
+                                                                "9999-12-31T23:59:59Z")])
+    return value.ToDatetime(tzinfo=timezone.utc)
+
+
+def _json_or_empty(value) -> str:
+    """AuditEvent.before_json/after_json: empty when not applicable."""
+    return "" if value is None else canonical_json(value)
 
 
 def run_pb(r: RunResult) -> pb.AssignmentRun:
@@ -145,13 +168,12 @@ class AssignmentApi(assignment_pb2_grpc.AssignmentServiceServicer):
                                              next_page_token=token)
 
     def ListAuditEvents(self, request, context):
-        start = request.start_time.ToDatetime(tzinfo=timezone.utc) \
-            if request.HasField("start_time") else None
-        end = request.end_time.ToDatetime(tzinfo=timezone.utc) \
-            if request.HasField("end_time") else None
+        start, end = instant(request, "start_time"), instant(request, "end_time")
+        if start is not None and end is not None and end < start:
+            raise InvalidArgument(violations=[("end_time", "before start_time")])
         rows, token = self.service.list_audit_events(request.page_size, request.page_token, request.subject,
                                                      request.actor, request.action, start, end)
         return pb.ListAuditEventsResponse(audit_events=[pb.AuditEvent(
             event_id=str(r["event_id"]), at=ts(r["at"]), actor=r["actor"], action=r["action"],
-            subject=r["subject"], before_json=r["before_json"], after_json=r["after_json"], reason=r["reason"],
-            request_id=r["request_id"]) for r in rows], next_page_token=token)
+            subject=r["subject"], before_json=_json_or_empty(r["before"]), after_json=_json_or_empty(r["after"]),
+            reason=r["reason"], request_id=r["request_id"]) for r in rows], next_page_token=token)

@@ -60,8 +60,8 @@ class Policy:
 
 def policy_input(tier: str, has_personal_loan: bool, annual_card_spend_fen: int, annual_avg_aum_fen: int,
                  card_level: str) -> dict:
-    """What the policy ruleset sees. Every field is always present: durable-rules
-    misbehaves on some operators over absent fields."""
+    """What the policy ruleset sees. Every field is always present: a rule
+    condition on an absent field matches nothing, not even `ne`."""
     return {"tier": tier or "", "has_personal_loan": bool(has_personal_loan),
             "annual_card_spend_fen": int(annual_card_spend_fen or 0),
             "annual_avg_aum_fen": int(annual_avg_aum_fen or 0), "card_level": card_level or ""}

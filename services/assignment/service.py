@@ -8,13 +8,16 @@ locks every staff row first, so runs and approvals serialize on the books.
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
+from itertools import chain, islice
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, select, update
 
+from services.common.audit import append_audit_many
 from services.common.db import retry_on_conflict
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -23,7 +26,9 @@ from . import store as t
 from .rules_kind import POLICY_RULESET
 
 GROUP_SELECTOR_FIELDS = ("tier", "home_branch_id", "card_level")
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 INCREMENTAL_BATCH = 50_000
+AUDIT_CHUNK = 10_000  # records per insert (a full run writes one per placement)
 
 
 def _now() -> datetime:
@@ -92,8 +97,20 @@ def _row(r) -> dict:
     return {k: t.utc(v) if isinstance(v, datetime) else v for k, v in r._mapping.items()}
 
 
-def _json(value) -> str:
-    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False) if value is not None else ""
+def _record(action: str, subject: str, before=None, after=None, reason: str = "") -> dict:
+    """One audit record (services.common.audit) of one changed business object."""
+    return {"action": action, "subject": subject, "before": before, "after": after, "reason": reason}
+
+
+def _iso(at: datetime) -> str:
+    """How services.common.audit writes `at`."""
+    return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _move_record(m: d.Move, reason: str) -> dict:
+    return _record(f"assignment.{m.action.lower()}", f"customer/{m.customer_id}",
+                   {m.role: m.from_staff_id} if m.from_staff_id else None,
+                   {m.role: m.to_staff_id} if m.to_staff_id else None, reason)
 
 
 class AssignmentService:
@@ -142,19 +159,21 @@ class AssignmentService:
             t.lock_periods.c.status == "OPEN", t.lock_periods.c.starts_on <= today)).scalars())
 
     def _open_period_for(self, conn: Connection, org: d.OrgTree, branch_id: str) -> str | None:
-        chain = set(org.chain(branch_id))
+        ancestors = set(org.chain(branch_id))
         today = self.clock().date().isoformat()
         for r in conn.execute(select(t.lock_periods).where(t.lock_periods.c.status == "OPEN",
                                                            t.lock_periods.c.starts_on <= today)):
-            if r.branch_id in chain:
+            if r.branch_id in ancestors:
                 return r.period_id
         return None
 
-    def audit(self, conn: Connection, actor: str, action: str, subject: str, before=None, after=None,
-              reason: str = "", request_id: str = "") -> None:
-        conn.execute(insert(t.audit_events).values(
-            at=self.clock(), actor=actor, action=action, subject=subject, before_json=_json(before),
-            after_json=_json(after), reason=reason or "", request_id=request_id or ""))
+    def audit(self, conn: Connection, actor: str, records: Iterable[dict]) -> None:
+        """Appends to the hash chain: the LAST statement of every mutating
+        transaction (on PostgreSQL it holds the chain's lock until commit). The
+        request id is the RPC's x-request-id."""
+        records = iter(records)
+        while chunk := list(islice(records, AUDIT_CHUNK)):
+            append_audit_many(conn, t.audit_log, chunk, actor=actor, at=self.clock())
 
     def _decision(self, action: str, outcome: str) -> None:
         if self.metrics is not None:
@@ -179,7 +198,7 @@ class AssignmentService:
             row = {"branch_id": branch_id, "parent_branch_id": parent_branch_id or None, "name": name or "",
                    "level": level, "updated_at": self.clock()}
             t.upsert(conn, t.branches, [row], ["branch_id"])
-            self.audit(conn, actor, "branch.upsert", f"branch/{branch_id}", before or None, row)
+            self.audit(conn, actor, [_record("branch.upsert", f"branch/{branch_id}", before or None, row)])
             return row, not before
         return self._tx(tx)
 
@@ -201,7 +220,7 @@ class AssignmentService:
             row = {"staff_id": staff_id, "branch_id": branch_id, "role": role, "active": bool(active),
                    "name": name or "", "updated_at": self.clock()}
             t.upsert(conn, t.staff, [row], ["staff_id"])
-            self.audit(conn, actor, "staff.upsert", f"staff/{staff_id}", before or None, row)
+            self.audit(conn, actor, [_record("staff.upsert", f"staff/{staff_id}", before or None, row)])
             return row, not before
         return self._tx(tx)
 
@@ -293,23 +312,28 @@ class AssignmentService:
                 started_at=started)
             if dry_run:
                 result.suggestions_created = len(plan.suggestions)
-            else:
-                self._apply_plan(conn, plan, actor)
-                result.suggestions_created = self._suggest(conn, plan.suggestions, org, policy)
-                self._store_unplaced(conn, [r.customer_id for r in rows], result.unplaced,
-                                     whole=not (only_changed or branch_id))
-                if not branch_id:
-                    conn.execute(update(t.customers).where(
-                        t.customers.c.cursor > t.customers.c.assigned_cursor, t.customers.c.cursor <= fence)
-                        .values(assigned_cursor=t.customers.c.cursor))
+                result.finished_at = self.clock()
+                return result
+            self._apply_plan(conn, plan)
+            suggested: list[dict] = []
+            result.suggestions_created = self._suggest(conn, plan.suggestions, org, policy, suggested)
+            self._store_unplaced(conn, [r.customer_id for r in rows], result.unplaced,
+                                 whole=not (only_changed or branch_id))
+            if not branch_id:
+                conn.execute(update(t.customers).where(
+                    t.customers.c.cursor > t.customers.c.assigned_cursor, t.customers.c.cursor <= fence)
+                    .values(assigned_cursor=t.customers.c.cursor))
             result.finished_at = self.clock()
-            if not dry_run and (not only_changed or plan.moves or plan.suggestions):
-                self.audit(conn, actor, "assignment.run", f"run/{result.run_id}", None,
-                           {k: v for k, v in asdict(result).items() if k != "unplaced"} | {
-                               "unplaced": len(result.unplaced)}, request_id=request_id)
+            summary = []
+            if not only_changed or plan.moves or plan.suggestions:  # background passes with nothing to do: no trace
                 conn.execute(insert(t.runs).values(
                     run_id=result.run_id, branch_id=branch_id, actor=actor, request_id=request_id or None,
                     started_at=started, finished_at=result.finished_at, result_json=_run_to_json(result)))
+                summary = [_record("assignment.run", f"run/{result.run_id}", None,
+                                   {k: v for k, v in asdict(result).items() if k != "unplaced"}
+                                   | {"unplaced": len(result.unplaced), "request_id": request_id})]
+            reason = f"assignment run {result.run_id}"
+            self.audit(conn, actor, chain((_move_record(m, reason) for m in plan.moves), suggested, summary))
             return result
         result = self._tx(tx)
         self._decision("run", "dry_run" if dry_run else "applied")
@@ -352,7 +376,7 @@ class AssignmentService:
                 current.setdefault(cid, {})[role] = sid
         return current
 
-    def _apply_plan(self, conn: Connection, plan: d.Plan, actor: str) -> None:
+    def _apply_plan(self, conn: Connection, plan: d.Plan) -> None:
         now = self.clock()
         removed = [{"cid": m.customer_id, "r": m.role} for m in plan.moves if m.to_staff_id is None]
         moved = [{"cid": m.customer_id, "r": m.role, "s": m.to_staff_id, "now": now}
@@ -368,14 +392,6 @@ class AssignmentService:
                          .values(staff_id=bindparam("s"), since=bindparam("now")), moved)
         for start in range(0, len(added), 10_000):
             conn.execute(insert(t.books), added[start:start + 10_000])
-        # Moves and removals of existing relationships are audited one by one;
-        # first placements are summed up in the run's own audit event.
-        events = [{"at": now, "actor": actor, "action": f"assignment.{m.action.lower()}",
-                   "subject": f"customer/{m.customer_id}", "before_json": _json({m.role: m.from_staff_id}),
-                   "after_json": _json({m.role: m.to_staff_id}), "reason": "assignment run", "request_id": ""}
-                  for m in plan.moves if m.from_staff_id is not None]
-        for start in range(0, len(events), 10_000):
-            conn.execute(insert(t.audit_events), events[start:start + 10_000])
 
     def _store_unplaced(self, conn: Connection, customer_ids: Sequence[str], rows: list[dict], whole: bool) -> None:
         if whole:
@@ -386,7 +402,8 @@ class AssignmentService:
         for start in range(0, len(rows), 10_000):
             conn.execute(insert(t.unplaced), rows[start:start + 10_000])
 
-    def _suggest(self, conn: Connection, moves: Sequence[d.Move], org: d.OrgTree, policy: d.Policy) -> int:
+    def _suggest(self, conn: Connection, moves: Sequence[d.Move], org: d.OrgTree, policy: d.Policy,
+                 records: list[dict]) -> int:
         """Suggested change requests for what a lock stopped. An identical pending one
         is left alone (a re-run suggests nothing new); a different one supersedes."""
         created = 0
@@ -401,12 +418,14 @@ class AssignmentService:
                 continue
             self._insert_request(conn, d.SYSTEM, m.customer_id, m.role, m.action, m.from_staff_id, m.to_staff_id,
                                  "the customer's tier or groups changed during a lock period", None, True,
-                                 homes.get(m.customer_id, ""), org, policy)
+                                 homes.get(m.customer_id, ""), org, policy, records)
             created += 1
         return created
 
     def _insert_request(self, conn, actor, customer_id, role, action, from_id, to_id, reason, request_id,
-                        suggested, branch_id, org, policy) -> dict:
+                        suggested, branch_id, org, policy, records: list[dict]) -> dict:
+        """Files a request (superseding a pending one of the same customer and role);
+        its audit records go to `records` for the caller's end of transaction."""
         now = self.clock()
         for p in conn.execute(select(t.change_requests).where(
                 t.change_requests.c.customer_id == customer_id, t.change_requests.c.role == role,
@@ -414,16 +433,17 @@ class AssignmentService:
             conn.execute(update(t.change_requests).where(
                 t.change_requests.c.change_request_id == p.change_request_id).values(
                 status=d.SUPERSEDED, decided_at=now, decision_comment="superseded by a newer request"))
-            self.audit(conn, actor, "change_request.supersede", f"change_request/{p.change_request_id}",
-                       {"status": d.PENDING}, {"status": d.SUPERSEDED}, "a newer request for the same customer")
+            records.append(_record("change_request.supersede", f"change_request/{p.change_request_id}",
+                                   {"status": d.PENDING}, {"status": d.SUPERSEDED},
+                                   "a newer request for the same customer"))
         row = {"change_request_id": "CR-" + uuid.uuid4().hex[:20], "customer_id": customer_id, "role": role,
                "action": action, "from_staff_id": from_id, "to_staff_id": to_id, "reason": reason or "",
                "status": d.PENDING, "requested_by": actor, "suggested": suggested, "created_at": now,
                "expires_at": now + policy.expiry, "branch_id": branch_id,
                "period_id": self._open_period_for(conn, org, branch_id), "request_id": request_id or None}
         conn.execute(insert(t.change_requests).values(**row))
-        self.audit(conn, actor, "change_request.create", f"change_request/{row['change_request_id']}", None,
-                   row, reason, request_id or "")
+        records.append(_record("change_request.create", f"change_request/{row['change_request_id']}", None, row,
+                               reason or ""))
         return row
 
     # --- books and managers ---------------------------------------------------------------
@@ -497,13 +517,14 @@ class AssignmentService:
                          "selector_json": selector_json, "claimed_at": self.clock(), "claimed_by": actor,
                          "request_id": request_id or None}
                 conn.execute(insert(t.group_claims).values(**claim))
-                self.audit(conn, actor, "group.claim", f"staff/{staff_id}", None, claim, request_id=request_id)
             org = self._org(conn)
             covered = 0
             for c in conn.execute(select(t.customers).where(t.customers.c.segments.like(f"%,{group},%"))):
                 fields = {k: getattr(c, k) for k in GROUP_SELECTOR_FIELDS}
                 covered += d.claim_covers(group, selector, member.branch_id, t.split_codes(c.segments), fields,
                                           c.home_branch_id, org)
+            if existing is None:
+                self.audit(conn, actor, [_record("group.claim", f"group_claim/{claim['claim_id']}", None, claim)])
             return claim, covered
         return self._tx(tx)
 
@@ -515,7 +536,11 @@ class AssignmentService:
             violations.append(("period_id", "required"))
         parsed = {}
         for name, value in (("starts_on", starts_on), ("ends_on", ends_on)):
+            # Exactly YYYY-MM-DD: stored as text and compared as text with today's date
+            # (date.fromisoformat alone also takes 20260301 or 2026-W09-1).
             try:
+                if not DATE_PATTERN.fullmatch(value or ""):
+                    raise ValueError(value)
                 parsed[name] = date.fromisoformat(value)
             except (TypeError, ValueError):
                 violations.append((name, "a date YYYY-MM-DD"))
@@ -539,7 +564,7 @@ class AssignmentService:
             row = {"period_id": period_id, "branch_id": branch_id, "starts_on": starts_on, "ends_on": ends_on,
                    "status": "OPEN", "opened_at": self.clock(), "opened_by": actor}
             conn.execute(insert(t.lock_periods).values(**row))
-            self.audit(conn, actor, "lock_period.open", f"lock_period/{period_id}/{branch_id}", None, row)
+            self.audit(conn, actor, [_record("lock_period.open", f"lock_period/{period_id}/{branch_id}", None, row)])
             return row | {"closed_at": None}
         return self._tx(tx)
 
@@ -558,13 +583,14 @@ class AssignmentService:
             for p in open_:
                 conn.execute(update(t.lock_periods).where(t.lock_periods.c.id == p.id).values(
                     status="CLOSED", closed_at=now, closed_by=actor))
-                self.audit(conn, actor, "lock_period.close", f"lock_period/{period_id}/{p.branch_id}",
-                           {"status": "OPEN"}, {"status": "CLOSED"})
             org = self._org(conn)
             roots = {p.branch_id for p in open_}
             pending = sum(1 for (b,) in conn.execute(select(t.change_requests.c.branch_id).where(
                 t.change_requests.c.status == d.PENDING, t.change_requests.c.suggested.is_(True)))
                 if any(org.within(b, r) for r in roots))
+            self.audit(conn, actor, [_record("lock_period.close", f"lock_period/{period_id}/{p.branch_id}",
+                                             {"status": "OPEN"}, {"status": "CLOSED", "closed_at": now})
+                                     for p in open_])
             last = _row(open_[-1]) | {"status": "CLOSED", "closed_at": now}
             return last, pending
         return self._tx(tx)
@@ -594,9 +620,12 @@ class AssignmentService:
             to_staff = self._staff(conn, to_staff_id) if to_staff_id else None
             org = self._org(conn)
             role = d.check_change(action, customer, from_staff, to_staff, org)
-            return self._insert_request(conn, actor, customer_id, role, action, from_staff_id or None,
-                                        to_staff_id or None, reason, request_id, False, customer.home_branch_id,
-                                        org, policy)
+            records: list[dict] = []
+            row = self._insert_request(conn, actor, customer_id, role, action, from_staff_id or None,
+                                       to_staff_id or None, reason, request_id, False, customer.home_branch_id,
+                                       org, policy, records)
+            self.audit(conn, actor, records)
+            return row
         row = self._tx(tx)
         self._decision("create", "pending")
         return self.get_change_request(row["change_request_id"])
@@ -624,9 +653,10 @@ class AssignmentService:
             done = conn.execute(update(t.change_requests).where(
                 t.change_requests.c.change_request_id == request["change_request_id"],
                 t.change_requests.c.status == d.PENDING).values(status=d.EXPIRED, decided_at=self.clock()))
-            if done.rowcount:
-                self.audit(conn, d.SYSTEM, "change_request.expire", f"change_request/{request['change_request_id']}",
-                           {"status": d.PENDING}, {"status": d.EXPIRED}, "not decided before it expired")
+            if done.rowcount:  # a system action, whichever RPC noticed it
+                self.audit(conn, d.SYSTEM, [_record(
+                    "change_request.expire", f"change_request/{request['change_request_id']}",
+                    {"status": d.PENDING}, {"status": d.EXPIRED}, "not decided before it expired")])
         self._tx(tx)
         return self.get_change_request(request["change_request_id"])
 
@@ -689,13 +719,14 @@ class AssignmentService:
                 t.change_requests.c.change_request_id == change_request_id).values(
                 status=wanted, decided_by=approver, decided_at=now, decision_comment=comment or "",
                 decision_request_id=request_id or None))
-            self.audit(conn, approver, f"change_request.{action}", f"change_request/{change_request_id}",
-                       {"status": d.PENDING, "managers": before}, {"status": wanted, "managers": after},
-                       comment, request_id)
+            records = [_record(f"change_request.{action}", f"change_request/{change_request_id}",
+                               {"status": d.PENDING}, {"status": wanted, "decided_by": approver,
+                                                       "decision_request_id": request_id or None}, comment or "")]
             if approve:
-                self.audit(conn, approver, f"assignment.{request['action'].lower()}",
-                           f"customer/{request['customer_id']}", before, after,
-                           f"change request {change_request_id}", request_id)
+                records.append(_record(f"assignment.{request['action'].lower()}",
+                                       f"customer/{request['customer_id']}", before, after,
+                                       f"change request {change_request_id}"))
+            self.audit(conn, approver, records)
         try:
             self._tx(tx)
         except FailedPrecondition:
@@ -732,25 +763,30 @@ class AssignmentService:
     def list_audit_events(self, page_size: int, page_token: str, subject: str = "", actor: str = "",
                           action: str = "", start: datetime | None = None, end: datetime | None = None
                           ) -> tuple[list[dict], str]:
+        """The audit chain, newest first; `start` ≤ at < `end` (aware datetimes)."""
         from services.common.paging import decode_token, encode_token
         from services.common.paging import page_size as checked_size
         limit = checked_size(page_size)
         before_id = decode_token(page_token)
-        if before_id is not None and not isinstance(before_id, int):
+        if before_id is not None and (not isinstance(before_id, int) or isinstance(before_id, bool)):
             raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
-        q = select(t.audit_events)
-        for col, value in ((t.audit_events.c.subject, subject), (t.audit_events.c.actor, actor),
-                           (t.audit_events.c.action, action)):
+        log = t.audit_log
+        q = select(log)
+        for col, value in ((log.c.subject, subject), (log.c.actor, actor), (log.c.action, action)):
             if value:
                 q = q.where(col == value)
+        # `at` is stored as ISO 8601 UTC with microseconds: as text it sorts like time.
         if start is not None:
-            q = q.where(t.audit_events.c.at >= start)
+            q = q.where(log.c.at >= _iso(start))
         if end is not None:
-            q = q.where(t.audit_events.c.at < end)
+            q = q.where(log.c.at < _iso(end))
         if before_id is not None:
-            q = q.where(t.audit_events.c.event_id < before_id)
+            q = q.where(log.c.id < before_id)
         with self.engine.connect() as conn:
-            rows = [_row(r) for r in conn.execute(q.order_by(t.audit_events.c.event_id.desc()).limit(limit + 1))]
+            rows = [{"event_id": r.id, "at": datetime.fromisoformat(r.at), "actor": r.actor, "action": r.action,
+                     "subject": r.subject, "before": json.loads(r.before_json), "after": json.loads(r.after_json),
+                     "reason": r.reason, "request_id": r.request_id}
+                    for r in conn.execute(q.order_by(log.c.id.desc()).limit(limit + 1))]
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, (encode_token(rows[-1]["event_id"]) if more else "")

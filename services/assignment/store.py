@@ -14,6 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from services.common.audit import audit_table
 from services.common.db import is_postgres
 
 metadata = MetaData()
@@ -129,19 +130,9 @@ change_requests = Table(
     Index("ix_assignment_cr_customer", "customer_id", "role"),
 )
 
-audit_events = Table(
-    "assignment_audit_events", metadata,
-    Column("event_id", Integer, primary_key=True, autoincrement=True),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("action", String(64), nullable=False),
-    Column("subject", String(200), nullable=False),
-    Column("before_json", Text, nullable=False, server_default=""),
-    Column("after_json", Text, nullable=False, server_default=""),
-    Column("reason", Text, nullable=False, server_default=""),
-    Column("request_id", String(200), nullable=False, server_default=""),
-    Index("ix_assignment_audit_subject", "subject"),
-)
+# The one audit trail: hash-chained (services.common.audit). Revision
+# assignment_0002 moved the rows of the old `assignment_audit_events` here.
+audit_log = audit_table(metadata, "assignment_audit_log")
 
 runs = Table(
     "assignment_runs", metadata,

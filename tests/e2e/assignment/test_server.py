@@ -1,8 +1,11 @@
 """The assignment server alone as a real process: the gRPC surface, errors, roles, metrics."""
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from kequn.assignment.v1 import assignment_pb2 as apb
 from kequn.assignment.v1 import assignment_pb2_grpc
@@ -67,6 +70,48 @@ def test_roles_are_enforced(suite):
         == grpc.StatusCode.PERMISSION_DENIED
     assert code_of(lambda: stub(suite, "branch_approver").ApproveChangeRequest(
         apb.DecideChangeRequestRequest(change_request_id="CR-x"))) == grpc.StatusCode.NOT_FOUND
+
+
+def details_of(call):
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code(), err.value.details()
+
+
+@pytest.mark.parametrize("field,when,named", [
+    ("start_time", Timestamp(seconds=253_402_300_800), "start_time.seconds"),  # 10000-01-01
+    ("end_time", Timestamp(seconds=-62_135_596_801), "end_time.seconds"),      # before 0001-01-01
+    ("start_time", Timestamp(seconds=0, nanos=-1), "start_time.nanos"),
+    ("end_time", Timestamp(seconds=0, nanos=1_000_000_000), "end_time.nanos"),
+])
+def test_audit_events_refuse_timestamps_out_of_range(suite, field, when, named):
+    """Found by fuzzing: these were INTERNAL."""
+    ops = stub(suite, "operations")
+    code, details = details_of(lambda: ops.ListAuditEvents(apb.ListAuditEventsRequest(**{field: when})))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and named in details
+
+
+def test_audit_events_by_time_window(suite):
+    ops = stub(suite, "operations")
+    ops.UpsertBranch(apb.Branch(branch_id="BR-T", level=apb.BRANCH_LEVEL_BRANCH))
+    edge = Timestamp(seconds=253_402_300_799, nanos=999_999_999)  # the last instant a Timestamp can hold
+    found = ops.ListAuditEvents(apb.ListAuditEventsRequest(subject="branch/BR-T", start_time=Timestamp(seconds=0),
+                                                           end_time=edge)).audit_events
+    assert [(e.action, e.before_json, json.loads(e.after_json)["branch_id"]) for e in found] == [
+        ("branch.upsert", "", "BR-T")]
+    assert not ops.ListAuditEvents(apb.ListAuditEventsRequest(subject="branch/BR-T", start_time=edge)).audit_events
+    code, details = details_of(lambda: ops.ListAuditEvents(apb.ListAuditEventsRequest(
+        start_time=edge, end_time=Timestamp(seconds=0))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "end_time" in details
+
+
+def test_lock_period_dates_must_be_plain_iso_dates(suite):
+    ops = stub(suite, "operations")
+    ops.UpsertBranch(apb.Branch(branch_id="BR-D", level=apb.BRANCH_LEVEL_BRANCH))
+    for starts_on in ("20260301", "2026-W09-1", "2026-3-1", "２０２６-03-01", "0000-01-01", "2026-03-01T00:00"):
+        code, details = details_of(lambda: ops.OpenLockPeriod(apb.LockPeriod(
+            period_id="PD", branch_id="BR-D", starts_on=starts_on, ends_on="2026-12-31")))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "starts_on" in details, starts_on
 
 
 def test_metrics_are_exported(suite):
