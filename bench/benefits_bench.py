@@ -7,7 +7,9 @@ measured in the same run on the same database.
 
 ListEntitlements goes through a real gRPC server (auth, interceptors, metrics)
 with profiles from an in-memory tiering port, so the number is benefits' own
-cost. Baseline: one durable-rules evaluation and one usage query per benefit
+cost. The gRPC load comes from separate client processes (--client-procs), as
+mobile banking's calls would: a client in the server's process would compete
+with it for the same interpreter lock. Baseline: one durable-rules evaluation and one usage query per benefit
 (the obvious loop). ClaimBenefit: N distinct customers race for N/2 units of
 one gift. Baseline: read the stock, then write it (no conditional update) —
 the fast, wrong way; its oversell is reported.
@@ -15,11 +17,13 @@ the fast, wrong way; its oversell is reported.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
 import grpc  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
-from sqlalchemy import select, update  # noqa: E402
+from sqlalchemy import create_engine, make_url, select, text, update  # noqa: E402
 
 from kequn.benefits.v1 import benefits_pb2 as pb  # noqa: E402
 from kequn.benefits.v1 import benefits_pb2_grpc  # noqa: E402
@@ -55,6 +59,23 @@ RULES = ["benefit.lobby_gift", "benefit.points_gift", "benefit.wealth_services",
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def fresh_database(url: str):
+    """PostgreSQL: a new empty database on the server of `url` (runs never see an
+    earlier run's claims); returns its URL and a function dropping it."""
+    if not url.startswith("postgresql"):
+        return url, lambda: None
+    name = f"kequn_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop():
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False), drop
 
 
 def setup(url: str, customers: int):
@@ -116,14 +137,48 @@ def serve(svc, url, tmp):
     return srv, tokens
 
 
-def bench_entitlements(svc, url, tmp, customers, calls, workers):
+def grpc_client(port, token, ids, workers, start_at, out):
+    """One client process: `workers` threads calling ListEntitlements; puts its latencies and wall time."""
+    stub = benefits_pb2_grpc.BenefitsServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    md = bearer_metadata(token)
+    stub.ListEntitlements(pb.ListEntitlementsRequest(customer_id=ids[0]), metadata=md)  # connect first
+    latencies = []
+
+    def one(customer_id):
+        t = time.perf_counter()
+        stub.ListEntitlements(pb.ListEntitlementsRequest(customer_id=customer_id), metadata=md)
+        latencies.append(time.perf_counter() - t)
+
+    while time.time() < start_at:  # every process starts together
+        time.sleep(0.001)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, ids))
+    out.put((latencies, time.perf_counter() - start))
+
+
+def grpc_load(port, token, ids, workers, procs):
+    """calls/s, p99 ms, p50 ms over `procs` client processes sharing `workers` threads."""
+    mp = multiprocessing.get_context("spawn")
+    out = mp.Queue()
+    start_at = time.time() + 3.0  # time to spawn and connect
+    clients = [mp.Process(target=grpc_client, args=(port, token, ids[k::procs], max(1, workers // procs), start_at,
+                                                     out)) for k in range(procs)]
+    for c in clients:
+        c.start()
+    results = [out.get() for _ in clients]
+    for c in clients:
+        c.join()
+    latencies = [x for lat, _ in results for x in lat]
+    elapsed = max(wall for _, wall in results)
+    return len(latencies) / elapsed, percentile(latencies, 99) * 1000, statistics.median(latencies) * 1000
+
+
+def bench_entitlements(svc, url, tmp, customers, calls, workers, procs):
     srv, tokens = serve(svc, url, tmp)
-    stub = benefits_pb2_grpc.BenefitsServiceStub(grpc.insecure_channel(f"127.0.0.1:{srv.port}"))
-    md = bearer_metadata(tokens["mobile_banking"])
     ids = [f"B{(i * 7919) % customers}" for i in range(calls)]
     try:
-        fast = timed(lambda c: stub.ListEntitlements(pb.ListEntitlementsRequest(customer_id=c), metadata=md), ids,
-                     workers)
+        fast = grpc_load(srv.port, tokens["mobile_banking"], ids, workers, procs)
         fast_inproc = timed(lambda c: svc.list_entitlements(c), ids, workers)
         naive = timed(lambda c: naive_entitlements(svc, c), ids[: max(50, calls // 10)], workers)
     finally:
@@ -145,10 +200,12 @@ def naive_claim(svc, benefit_id, customer_id, oversold):
 
 def bench_claims(svc, claims, workers):
     out = {}
+    # benefit.points_gift grants every tier but MASS (customer i has tier i % 5; 0 is MASS)
+    eligible = [i for i in range(claims * 2) if i % len(TIERS)]
     for name in ("kequn", "naive"):
         gift = f"HOT_{name.upper()}"
         svc.upsert_benefit(gift, {"name": gift, "kind": "GIFT", "physical": True, "quota_per_period": 1,
-                                  "quota_period": "DAY", "eligibility_rule": "benefit.profile_known"})
+                                  "quota_period": "DAY", "eligibility_rule": "benefit.points_gift"})
         svc.adjust_inventory(gift, claims // 2, "bench stock", f"bench-in-{gift}")
         ok = []
 
@@ -166,7 +223,7 @@ def bench_claims(svc, claims, workers):
             except Exception:  # noqa: BLE001 - the CHECK constraint stops some oversells
                 pass
 
-        rate, p99, _ = timed(kequn if name == "kequn" else naive, list(range(claims)), workers)
+        rate, p99, _ = timed(kequn if name == "kequn" else naive, eligible[:claims], workers)
         out[name] = (rate, p99, len(ok), claims // 2, max(0, len(ok) - claims // 2))
     return out
 
@@ -177,15 +234,25 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=2_000)
     ap.add_argument("--claims", type=int, default=400)
     ap.add_argument("--workers", type=int, default=16)
-    ap.add_argument("--db", default="", help="SQLAlchemy URL (default: a temporary SQLite file)")
+    ap.add_argument("--client-procs", type=int, default=2, help="processes sending the gRPC load")
+    ap.add_argument("--db", default="", help="SQLAlchemy URL (default: a temporary SQLite file); on PostgreSQL "
+                                             "the run uses a new database on that server, dropped at the end")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="kequn-bench-")
-    url = args.db or f"sqlite:///{tmp}/bench.db"
+    url, drop = fresh_database(args.db or f"sqlite:///{tmp}/bench.db")
+    try:
+        return run(args, url, tmp)
+    finally:
+        drop()
+
+
+def run(args, url: str, tmp: str) -> int:
     svc = setup(url, args.customers)
     (f_rate, f_p99, f_med), (i_rate, i_p99, _), (n_rate, n_p99, _) = bench_entitlements(
-        svc, url, tmp, args.customers, args.calls, args.workers)
+        svc, url, tmp, args.customers, args.calls, args.workers, args.client_procs)
     print(f"db={url.split(':')[0]} customers={args.customers} catalog=50 workers={args.workers}")
-    print(f"ListEntitlements gRPC      : {f_rate:8.0f} calls/s  p50 {f_med:6.2f} ms  p99 {f_p99:6.2f} ms")
+    print(f"ListEntitlements gRPC      : {f_rate:8.0f} calls/s  p50 {f_med:6.2f} ms  p99 {f_p99:6.2f} ms"
+          f"  ({args.client_procs} client processes)")
     print(f"ListEntitlements in-process: {i_rate:8.0f} calls/s  p99 {i_p99:6.2f} ms")
     print(f"naive (per-benefit loop)   : {n_rate:8.0f} calls/s  p99 {n_p99:6.2f} ms   speed-up x{i_rate / n_rate:.1f}")
     claims = bench_claims(svc, args.claims, args.workers)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from services.common.errors import KequnError
+from services.common.logging import mask_customer_id
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ def load_demo(ctx) -> None:
             claim = service.claim(customer_id, first.benefit_id, channels[0],
                                   f"demo-claim-{customer_id}-{first.benefit_id}", ACTOR)
             made += 1
-            log.info("demo claim %s: %s %s (%s)", claim.claim_id, customer_id, first.benefit_id, first.rule_id)
+            log.info("demo claim %s: %s %s (%s)", claim.claim_id, mask_customer_id(customer_id), first.benefit_id,
+                     first.rule_id, extra={"fields": {"customer_id": customer_id}})
         except KequnError as exc:  # tiering down, customer unknown, quota used: the demo goes on
-            log.info("demo claim for %s skipped: %s", customer_id, exc.message)
+            # Error messages may name the customer too: mask it there as well.
+            log.info("demo claim for %s skipped: %s", mask_customer_id(customer_id),
+                     exc.message.replace(customer_id, mask_customer_id(customer_id)),
+                     extra={"fields": {"customer_id": customer_id}})

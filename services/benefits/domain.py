@@ -186,15 +186,24 @@ class Grant:
     description: str = ""
 
 
-def grants(fired: Iterable[tuple[str, Mapping[str, Any], str]],
-           catalog: Mapping[str, BenefitDefinition]) -> dict[str, Grant]:
-    """Benefit → the first rule that grants it. `fired` is (rule id, then,
-    description) in the engine's order. A rule grants the benefits it lists
-    under `benefits`, and any catalog entry naming it as `eligibility_rule`."""
+def benefits_by_rule(catalog: Mapping[str, BenefitDefinition]) -> dict[str, list[str]]:
+    """Rule id → the catalog entries naming it as their `eligibility_rule`."""
     by_rule: dict[str, list[str]] = {}
     for definition in catalog.values():
         if definition.eligibility_rule:
             by_rule.setdefault(definition.eligibility_rule, []).append(definition.benefit_id)
+    return by_rule
+
+
+def grants(fired: Iterable[tuple[str, Mapping[str, Any], str]],
+           catalog: Mapping[str, BenefitDefinition],
+           by_rule: Mapping[str, list[str]] | None = None) -> dict[str, Grant]:
+    """Benefit → the first rule that grants it. `fired` is (rule id, then,
+    description) in the engine's order. A rule grants the benefits it lists
+    under `benefits`, and any catalog entry naming it as `eligibility_rule`
+    (`by_rule`: benefits_by_rule(catalog), when the caller has it already)."""
+    if by_rule is None:
+        by_rule = benefits_by_rule(catalog)
     granted: dict[str, Grant] = {}
     for rule_id, then, description in fired:
         listed = then.get("benefits") or []
@@ -351,6 +360,18 @@ def usage_from_claims(claims: Iterable[tuple[str, datetime]], current_period_key
     for key, at in claims:
         if key == current_period_key:
             used += 1
+        if last is None or at > last:
+            last = at
+    return Usage(used, last)
+
+
+def usage_from_counts(rows: Iterable[tuple[str, int, datetime]], current_period_key: str) -> Usage:
+    """(period key, live claims in it, latest claimed at) per period → usage
+    in the current period: what one GROUP BY query per customer gives."""
+    used, last = 0, None
+    for key, count, at in rows:
+        if key == current_period_key:
+            used += count
         if last is None or at > last:
             last = at
     return Usage(used, last)

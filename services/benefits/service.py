@@ -19,16 +19,18 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from sqlalchemy.exc import IntegrityError
 
 from services.common.db import UnitOfWork, retry_on_conflict
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from services.common.errors import FailedPrecondition, InvalidArgument, KequnError, NotFound, ResourceExhausted
 from services.common.paging import decode_token, encode_token, page_size
 
+from . import audit_records as audit
 from . import domain
 from .domain import BenefitDefinition, Calendar, Entitlement, Grant, Mismatch, Profile
 from .metrics import BenefitsMetrics
@@ -55,10 +57,11 @@ class Policy:
     descriptions: Mapping[str, str]  # rule id → description
     cache_seconds: int
     max_staleness_seconds: int
+    by_rule: Mapping[str, list[str]]  # rule id → benefits naming it as eligibility_rule
 
     def grants(self, evaluation) -> dict[str, Grant]:
         fired = [(f.rule_id, f.then, self.descriptions.get(f.rule_id, "")) for f in evaluation.fired]
-        return domain.grants(fired, self.catalog)
+        return domain.grants(fired, self.catalog, self.by_rule)
 
 
 @dataclass(frozen=True)
@@ -143,20 +146,36 @@ class BenefitsService:
         self.metrics = metrics or BenefitsMetrics()
         self._new_id = new_id
         self._lock = threading.Lock()
-        self._parsed: tuple[int, int, dict, Calendar, dict] | None = None  # (id(active), version, ...)
+        self._policy: tuple[Any, int, dict, Policy] | None = None  # (active, version, overrides, policy)
         self._overrides: tuple[float, dict[str, BenefitDefinition]] | None = None
+        self._reader = None  # the engine, set up for single-statement reads (see _reading)
 
     # ------------------------------------------------------------- policy
     def _uow(self) -> UnitOfWork:
         return UnitOfWork(self._sessions)
+
+    @contextmanager
+    def _reading(self) -> Iterator[BenefitsRepository]:
+        """One single-statement read, on a plain connection (no ORM session):
+        PostgreSQL in autocommit (no BEGIN / ROLLBACK round trips), SQLite in a
+        deferred transaction (it does not queue behind writers for the
+        database write lock, as BEGIN IMMEDIATE would)."""
+        if self._reader is None:
+            with self._sessions() as session:
+                engine = session.get_bind()
+            self._reader = engine.execution_options(
+                **({"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql"
+                   else {"sqlite_readonly": True}))
+        with self._reader.connect() as conn:
+            yield BenefitsRepository(conn)
 
     def _load_overrides(self, force: bool = False) -> dict[str, BenefitDefinition]:
         with self._lock:
             cached = self._overrides
         if cached and not force and time.monotonic() - cached[0] < OVERRIDES_TTL_SECONDS:
             return cached[1]
-        with self._uow() as uow:
-            raw = BenefitsRepository(uow.session).definitions()
+        with self._reading() as repo:
+            raw = repo.definitions()
         parsed = {}
         for benefit_id, entry in raw.items():
             definition, _ = domain.parse_definition(benefit_id, entry)
@@ -167,24 +186,27 @@ class BenefitsService:
         return parsed
 
     def policy(self) -> Policy:
+        """The policy in force, built once per (published ruleset version,
+        snapshot of the UpsertBenefit overrides) and shared by requests."""
         active = self._rules.active(CATALOG_RULESET)
+        overrides = self._load_overrides()
         with self._lock:
-            parsed = self._parsed
-        if parsed is None or parsed[0] != id(active) or parsed[1] != active.version:
-            params = active.document.parameters
-            catalog, _ = domain.parse_catalog(params.get("catalog"))  # validated on publish
-            calendar = Calendar.named(str(params.get("timezone", "Asia/Shanghai")))
-            descriptions = {r.id: r.description for r in active.document.rules}
-            parsed = (id(active), active.version, catalog, calendar, descriptions)
-            with self._lock:
-                self._parsed = parsed
-        _, version, catalog, calendar, descriptions = parsed
+            cached = self._policy
+        if cached is not None and cached[0] is active and cached[1] == active.version and cached[2] is overrides:
+            return cached[3]
         params = active.document.parameters
-        return Policy(
-            ruleset=active.name, version=version, active=active, calendar=calendar,
-            catalog=domain.merge_catalog(catalog, self._load_overrides()), descriptions=descriptions,
+        catalog, _ = domain.parse_catalog(params.get("catalog"))  # validated on publish
+        merged = domain.merge_catalog(catalog, overrides)
+        policy = Policy(
+            ruleset=active.name, version=active.version, active=active,
+            calendar=Calendar.named(str(params.get("timezone", "Asia/Shanghai"))), catalog=merged,
+            descriptions={r.id: r.description for r in active.document.rules},
             cache_seconds=int(params.get("profile_cache_seconds", 0)),
-            max_staleness_seconds=int(params.get("profile_max_staleness_seconds", 0)))
+            max_staleness_seconds=int(params.get("profile_max_staleness_seconds", 0)),
+            by_rule=domain.benefits_by_rule(merged))
+        with self._lock:
+            self._policy = (active, active.version, overrides, policy)
+        return policy
 
     def _profile(self, policy: Policy, customer_id: str) -> Profile:
         return self.profiles.get(customer_id, policy.cache_seconds, policy.max_staleness_seconds)
@@ -202,25 +224,26 @@ class BenefitsService:
         granted = policy.grants(evaluations[0])
         at_next = policy.grants(evaluations[1]) if len(evaluations) > 1 else {}
         now = self._clock()
-        with self._uow() as uow:
-            live = BenefitsRepository(uow.session).live_claims(customer_id)
-        usage = self._usage(policy, live, now)
+        with self._reading() as repo:
+            summary = repo.usage_summary(customer_id)
+        usage = self._usage(policy, summary, now)
         shown = domain.build_entitlements(profile, granted, at_next, policy.catalog, usage, now,
                                           policy.calendar, include_locked)
         self.metrics.entitlements_seconds.observe(time.perf_counter() - started)
         return EntitlementsView(customer_id, profile.tier, policy.ruleset, policy.version, shown)
 
     @staticmethod
-    def _usage(policy: Policy, live, now: datetime) -> dict[str, domain.Usage]:
+    def _usage(policy: Policy, summary, now: datetime) -> dict[str, domain.Usage]:
+        """Usage per benefit from (benefit_id, period_key, claims, last_at) rows."""
         per_benefit: dict[str, list] = {}
-        for row in live:
-            per_benefit.setdefault(row.benefit_id, []).append((row.period_key, row.claimed_at))
+        for row in summary:
+            per_benefit.setdefault(row.benefit_id, []).append((row.period_key, row.claims, row.last_at))
         usage = {}
         for benefit_id, rows in per_benefit.items():
             definition = policy.catalog.get(benefit_id)
             if definition is not None:
                 key = policy.calendar.period_key(definition.quota_period, now)
-                usage[benefit_id] = domain.usage_from_claims(rows, key)
+                usage[benefit_id] = domain.usage_from_counts(rows, key)
         return usage
 
     # -------------------------------------------------------------- claims
@@ -242,43 +265,56 @@ class BenefitsService:
         _required_code("benefit_id", benefit_id)
         _required_code("channel", channel)
         _required("request_id", request_id)
-        with self._uow() as uow:
-            existing = BenefitsRepository(uow.session).claim_by_request(request_id)
-        if existing is not None:
+        try:
+            policy, definition, grant = self._offer(customer_id, benefit_id, channel)
+        except KequnError:
+            # A retry of a claim made while it was allowed answers that claim.
+            existing = self._claim_by_request(request_id)
+            if existing is None:
+                raise
             return self._replay(existing, customer_id, benefit_id), True
-        policy = self.policy()
-        definition = policy.catalog.get(benefit_id)
-        if definition is None:
-            raise NotFound(f"benefit {benefit_id} does not exist")
-        profile = self._profile(policy, customer_id)
-        now = self._clock()
-        domain.check_offer(definition, channel, policy.calendar.local_date(now))
-        grant = policy.grants(policy.active.evaluate(profile.facts())).get(benefit_id)
-        if grant is None:
-            raise FailedPrecondition(f"customer {customer_id} ({profile.tier}) is not eligible for {benefit_id}")
 
         def attempt() -> tuple[ClaimRecord, bool]:
             with self._uow() as uow:
-                repo = BenefitsRepository(uow.session)
+                # Core on the session's connection: the claim path skips the ORM layer
+                repo = BenefitsRepository(uow.session.connection())
                 repo.lock_customer_benefit(customer_id, benefit_id)
-                again = repo.claim_by_request(request_id)  # a concurrent retry got here first
-                if again is not None:
+                again, live = repo.claim_state(customer_id, benefit_id, request_id)
+                if again is not None:  # a retry (or a concurrent one) got here first
                     return self._replay(again, customer_id, benefit_id), True
-                record = self._claim_locked(repo, policy, definition, grant, customer_id, channel,
-                                            request_id, actor, self._clock())
+                record, stock_left, budget_left = self._claim_locked(
+                    repo, policy, definition, grant, live, customer_id, channel, request_id, actor, self._clock())
                 uow.commit()
-            self._refresh_gauges(definition, record)
+            self._set_gauges(definition.benefit_id, stock_left, record.budget_group, record.budget_period,
+                             budget_left)
             return record, False
 
         try:
             return retry_on_conflict(attempt)
         except IntegrityError:
             # Two first tries of one request_id for different benefits: one won.
-            with self._uow() as uow:
-                existing = BenefitsRepository(uow.session).claim_by_request(request_id)
+            existing = self._claim_by_request(request_id)
             if existing is None:
                 raise
             return self._replay(existing, customer_id, benefit_id), True
+
+    def _offer(self, customer_id: str, benefit_id: str, channel: str) -> tuple[Policy, BenefitDefinition, Grant]:
+        """Everything decided without the database: the benefit, its window and
+        channel, and the rule granting it to this customer's profile."""
+        policy = self.policy()
+        definition = policy.catalog.get(benefit_id)
+        if definition is None:
+            raise NotFound(f"benefit {benefit_id} does not exist")
+        profile = self._profile(policy, customer_id)
+        domain.check_offer(definition, channel, policy.calendar.local_date(self._clock()))
+        grant = policy.grants(policy.active.evaluate(profile.facts())).get(benefit_id)
+        if grant is None:
+            raise FailedPrecondition(f"customer {customer_id} ({profile.tier}) is not eligible for {benefit_id}")
+        return policy, definition, grant
+
+    def _claim_by_request(self, request_id: str):
+        with self._reading() as repo:
+            return repo.claim_by_request(request_id)
 
     def _replay(self, row, customer_id: str, benefit_id: str) -> ClaimRecord:
         if row.customer_id != customer_id or row.benefit_id != benefit_id:
@@ -286,38 +322,64 @@ class BenefitsService:
         return ClaimRecord.of(row)
 
     def _claim_locked(self, repo: BenefitsRepository, policy: Policy, definition: BenefitDefinition, grant: Grant,
-                      customer_id: str, channel: str, request_id: str, actor: str, now: datetime) -> ClaimRecord:
+                      live: list, customer_id: str, channel: str, request_id: str, actor: str,
+                      now: datetime) -> tuple[ClaimRecord, int | None, int | None]:
+        """(the claim, stock left, budget left) — the lefts None when not touched.
+
+        Rows only this claim writes (the claim, its ledger rows) go first; the
+        balances other claims wait for (points, stock, budget) last, so their
+        row locks are held for as few statements as possible."""
+        benefit_id, cost = definition.benefit_id, definition.points_cost
         period_key = policy.calendar.period_key(definition.quota_period, now)
-        live = repo.live_claims(customer_id, definition.benefit_id)
         domain.check_usage(definition, domain.usage_from_claims([(r.period_key, r.claimed_at) for r in live],
                                                                 period_key), now)
-        claim_id = self._new_id()
-        if definition.points_cost:
-            if not repo.debit_points(customer_id, definition.points_cost):
-                raise FailedPrecondition(f"not enough points: {definition.benefit_id} costs "
-                                         f"{definition.points_cost}, balance {repo.points_balance(customer_id)}")
-            repo.points_movement(customer_id, "CLAIM", -definition.points_cost, now, claim_id, actor=actor)
-        if definition.physical:
-            if not repo.reserve_unit(definition.benefit_id, now):
-                raise ResourceExhausted(f"{definition.benefit_id} is out of stock")
-            repo.inventory_movement(definition.benefit_id, "OUT_CLAIM", 0, 1, now, claim_id, actor=actor)
         budget_period, charged = "", 0
         if definition.budget_group and definition.unit_cost_fen:
-            budget = repo.first_budget(definition.budget_group, policy.calendar.budget_periods(now))
-            if budget is None:
+            budget_period = repo.first_budget_period(definition.budget_group, policy.calendar.budget_periods(now))
+            if budget_period is None:
                 raise ResourceExhausted(f"no budget set for group {definition.budget_group} this period")
-            if not repo.spend_budget(budget.group_code, budget.period, definition.unit_cost_fen):
-                raise ResourceExhausted(f"budget of {definition.budget_group} for {budget.period} is spent")
-            repo.budget_movement(budget.group_code, budget.period, "SPEND", 0, definition.unit_cost_fen, now,
-                                 claim_id, actor)
-            budget_period, charged = budget.period, definition.unit_cost_fen
-        repo.insert_claim(
-            claim_id=claim_id, request_id=request_id, customer_id=customer_id, benefit_id=definition.benefit_id,
-            channel=channel, status=domain.CLAIMED, period_key=period_key, points_spent=definition.points_cost,
+            charged = definition.unit_cost_fen
+        claim = dict(
+            claim_id=self._new_id(), request_id=request_id, customer_id=customer_id, benefit_id=benefit_id,
+            channel=channel, status=domain.CLAIMED, period_key=period_key, points_spent=cost,
             physical=definition.physical, budget_group=definition.budget_group if charged else "",
             budget_period=budget_period, budget_spent_fen=charged, rule_id=grant.rule_id,
-            ruleset_version=policy.version, claimed_by=actor, claimed_at=now, cancel_reason="")
-        return ClaimRecord.of(repo.claim_by_request(request_id))
+            ruleset_version=policy.version)
+        claim_id = claim["claim_id"]
+        repo.insert_claim(**claim, claimed_by=actor, claimed_at=now, cancel_reason="")
+        if cost:
+            repo.points_movement(customer_id, "CLAIM", -cost, now, claim_id, actor=actor)
+        if definition.physical:
+            repo.inventory_movement(benefit_id, "OUT_CLAIM", 0, 1, now, claim_id, actor=actor)
+        if charged:
+            repo.budget_movement(definition.budget_group, budget_period, "SPEND", 0, charged, now, claim_id, actor)
+        entries = [audit.claim_entry("claim.create", claim)]
+        stock_left = budget_left = None
+        if cost:
+            balance = repo.debit_points(customer_id, cost)
+            if balance is None:
+                raise FailedPrecondition(f"not enough points: {benefit_id} costs {cost}, "
+                                         f"balance {repo.points_balance(customer_id)}")
+            entries.append(audit.points_entry("points.claim", customer_id, balance, -cost))
+        if definition.physical:
+            stock = repo.reserve_unit(benefit_id, now)
+            if stock is None:
+                raise ResourceExhausted(f"{benefit_id} is out of stock")
+            entries.append(audit.stock_entry("inventory.reserve", benefit_id, stock, 0, 1))
+            stock_left = stock.on_hand - stock.reserved
+        if charged:
+            budget = repo.spend_budget(definition.budget_group, budget_period, charged)
+            if budget is None:
+                raise ResourceExhausted(f"budget of {definition.budget_group} for {budget_period} is spent")
+            entries.append(audit.budget_entry("budget.spend", definition.budget_group, budget_period, budget,
+                                              0, charged))
+            budget_left = budget.amount_fen - budget.spent_fen
+        repo.audit(entries, actor)
+        record = ClaimRecord(
+            claim_id, request_id, customer_id, benefit_id, channel, domain.CLAIMED, now.astimezone(timezone.utc), cost,
+            claim["budget_group"],
+            budget_period, charged, grant.rule_id, policy.version)
+        return record, stock_left, budget_left
 
     def cancel(self, claim_id: str, reason: str, request_id: str = "", actor: str = "") -> ClaimRecord:
         """Gives back points, stock, budget (and so quota) exactly once: the
@@ -336,20 +398,31 @@ class BenefitsService:
                 if not repo.transition_claim(claim_id, domain.CANCELLED, cancelled_at=now, cancel_reason=reason):
                     raise FailedPrecondition(f"claim {claim_id} is {row.status}; only a CLAIMED claim can be "
                                              "cancelled")
+                entries = [audit.claim_entry("claim.cancel", {**row._mapping, "status": domain.CANCELLED},
+                                             {"status": row.status}, reason)]
+                stock_left = budget_left = None
                 if row.points_spent:
-                    repo.credit_points(row.customer_id, row.points_spent)
+                    balance = repo.credit_points(row.customer_id, row.points_spent)
                     repo.points_movement(row.customer_id, "REFUND", row.points_spent, now, claim_id, reason, actor)
+                    entries.append(audit.points_entry("points.refund", row.customer_id, balance, row.points_spent,
+                                                      reason))
                 if row.physical:
-                    repo.release_unit(row.benefit_id, now, hand_out=False)
+                    stock = repo.release_unit(row.benefit_id, now, hand_out=False)
                     repo.inventory_movement(row.benefit_id, "BACK_CANCEL", 0, -1, now, claim_id, reason, actor)
+                    entries.append(audit.stock_entry("inventory.release", row.benefit_id, stock, 0, -1, reason))
+                    stock_left = stock.on_hand - stock.reserved
                 if row.budget_spent_fen:
-                    repo.refund_budget(row.budget_group, row.budget_period, row.budget_spent_fen)
+                    budget = repo.refund_budget(row.budget_group, row.budget_period, row.budget_spent_fen)
                     repo.budget_movement(row.budget_group, row.budget_period, "REFUND", 0, -row.budget_spent_fen,
                                          now, claim_id, actor)
+                    entries.append(audit.budget_entry("budget.refund", row.budget_group, row.budget_period, budget,
+                                                      0, -row.budget_spent_fen, reason=reason))
+                    budget_left = budget.amount_fen - budget.spent_fen
                 record = ClaimRecord.of(repo.claim(claim_id))
+                repo.audit(entries, actor)
                 uow.commit()
             self.metrics.claims.labels(record.benefit_id, "cancelled").inc()
-            self._refresh_gauges_for(record.benefit_id, record.budget_group, record.budget_period)
+            self._set_gauges(record.benefit_id, stock_left, record.budget_group, record.budget_period, budget_left)
             return record
 
         return retry_on_conflict(attempt)
@@ -370,11 +443,18 @@ class BenefitsService:
                 if not repo.transition_claim(claim_id, domain.FULFILLED, fulfilled_at=now):
                     raise FailedPrecondition(f"claim {claim_id} is {row.status}; only a CLAIMED claim can be "
                                              "fulfilled")
+                entries = [audit.claim_entry("claim.fulfill", {**row._mapping, "status": domain.FULFILLED},
+                                             {"status": row.status})]
+                stock_left = None
                 if row.physical:
-                    repo.release_unit(row.benefit_id, now, hand_out=True)
+                    stock = repo.release_unit(row.benefit_id, now, hand_out=True)
                     repo.inventory_movement(row.benefit_id, "OUT_FULFILL", -1, -1, now, claim_id, actor=actor)
+                    entries.append(audit.stock_entry("inventory.hand_out", row.benefit_id, stock, -1, -1))
+                    stock_left = stock.on_hand - stock.reserved
                 record = ClaimRecord.of(repo.claim(claim_id))
+                repo.audit(entries, actor)
                 uow.commit()
+            self._set_gauges(record.benefit_id, stock_left, "", "", None)
             return record
 
         return retry_on_conflict(attempt)
@@ -385,15 +465,17 @@ class BenefitsService:
         after = decode_token(token)
         if after is not None and (not isinstance(after, list) or len(after) != 2):
             raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
-        with self._uow() as uow:
-            rows = BenefitsRepository(uow.session).claims_page(customer_id, after, limit + 1)
+        with self._reading() as repo:
+            rows = repo.claims_page(customer_id, after, limit + 1)
         records = [ClaimRecord.of(r) for r in rows[:limit]]
         nxt = encode_token([records[-1].claimed_at.isoformat(), records[-1].claim_id]) if len(rows) > limit else ""
         return records, nxt
 
     # ----------------------------------------------------- administration
-    def _idempotent(self, method: str, request_id: str, work: Callable[[BenefitsRepository, datetime], dict]) -> dict:
-        """Runs `work` once per (method, request_id); a repeat answers the first result."""
+    def _idempotent(self, method: str, request_id: str, actor: str,
+                    work: Callable[[BenefitsRepository, datetime, list], dict]) -> dict:
+        """Runs `work` once per (method, request_id); a repeat answers the first
+        result. `work` adds the audit records of what it changed to its list."""
         def attempt() -> dict:
             with self._uow() as uow:
                 repo = BenefitsRepository(uow.session)
@@ -402,9 +484,11 @@ class BenefitsService:
                     if stored is not None:
                         return stored
                 now = self._clock()
-                result = work(repo, now)
+                entries: list[dict] = []
+                result = work(repo, now, entries)
                 if request_id:
                     repo.store_result(method, request_id, result, now)
+                repo.audit(entries, actor)
                 uow.commit()
                 return result
 
@@ -428,14 +512,18 @@ class BenefitsService:
                                                f"no rule {definition.eligibility_rule} in {policy.ruleset} "
                                                f"v{policy.version}")])
 
-        def work(repo: BenefitsRepository, now: datetime) -> dict:
-            existed = benefit_id in policy.catalog or benefit_id in repo.definitions()
+        def work(repo: BenefitsRepository, now: datetime, entries: list) -> dict:
+            before = repo.definition(benefit_id)
+            if before is None and benefit_id in policy.catalog:  # the ruleset's entry it replaces
+                before = policy.catalog[benefit_id].to_mapping()
             repo.upsert_definition(benefit_id, definition.to_mapping(), actor, now)
             if definition.physical:
                 repo.ensure_inventory(benefit_id, now)
-            return {"created": not existed}
+            entries.append(audit.entry("benefit.create" if before is None else "benefit.update",
+                                       f"benefit/{benefit_id}", before, definition.to_mapping()))
+            return {"created": before is None}
 
-        result = self._idempotent("UpsertBenefit", request_id, work)
+        result = self._idempotent("UpsertBenefit", request_id, actor, work)
         self._load_overrides(force=True)
         return definition, bool(result["created"])
 
@@ -455,25 +543,27 @@ class BenefitsService:
             raise InvalidArgument(violations=[("delta", "must not be 0")])
         _required("reason", reason, 500)
 
-        def work(repo: BenefitsRepository, now: datetime) -> dict:
+        def work(repo: BenefitsRepository, now: datetime, entries: list) -> dict:
             repo.ensure_inventory(benefit_id, now)
-            if not repo.adjust_on_hand(benefit_id, delta, now):
+            stock = repo.adjust_on_hand(benefit_id, delta, now)
+            if stock is None:
                 row = repo.inventory(benefit_id)
                 raise FailedPrecondition(f"cannot take {-delta} out of {benefit_id}: {row.on_hand} on hand, "
                                          f"{row.reserved} held by claims")
-            repo.inventory_movement(benefit_id, "IN" if delta > 0 else "ADJUST", delta, 0, now, reason=reason,
-                                    actor=actor)
+            movement = "IN" if delta > 0 else "ADJUST"
+            repo.inventory_movement(benefit_id, movement, delta, 0, now, reason=reason, actor=actor)
+            entries.append(audit.stock_entry(f"inventory.{movement.lower()}", benefit_id, stock, delta, 0, reason))
             return {"benefit_id": benefit_id}
 
-        self._idempotent("AdjustInventory", request_id, work)
+        self._idempotent("AdjustInventory", request_id, actor, work)
         view = self.get_inventory(benefit_id)
         self.metrics.stock_left.labels(benefit_id).set(view.available)
         return view
 
     def get_inventory(self, benefit_id: str) -> InventoryView:
         self._physical(benefit_id)
-        with self._uow() as uow:
-            row = BenefitsRepository(uow.session).inventory(benefit_id)
+        with self._reading() as repo:
+            row = repo.inventory(benefit_id)
         if row is None:
             return InventoryView(benefit_id, 0, 0, None)
         return InventoryView(benefit_id, row.on_hand, row.reserved, row.updated_at)
@@ -491,16 +581,18 @@ class BenefitsService:
         if amount_fen < 0:
             raise InvalidArgument(violations=[("amount_fen", "must not be negative")])
 
-        def work(repo: BenefitsRepository, now: datetime) -> dict:
+        def work(repo: BenefitsRepository, now: datetime, entries: list) -> dict:
             current = repo.budget(group, period)
             if current is not None and amount_fen < current.spent_fen:
                 raise FailedPrecondition(f"{current.spent_fen} fen of {group}/{period} is already spent; "
                                          f"the budget cannot be set to {amount_fen}")
-            previous, _ = repo.set_budget_amount(group, period, amount_fen)
+            previous, spent, existed = repo.set_budget_amount(group, period, amount_fen)
             repo.budget_movement(group, period, "SET", amount_fen - previous, 0, now, actor=actor)
+            entries.append(audit.budget_entry("budget.set", group, period, (amount_fen, spent), amount_fen - previous,
+                                              0, existed))
             return {"group": group}
 
-        self._idempotent("SetBudget", request_id, work)
+        self._idempotent("SetBudget", request_id, actor, work)
         view = self.get_budget(group, period)
         self.metrics.budget_left.labels(group, period).set(view.remaining_fen)
         return view
@@ -508,8 +600,8 @@ class BenefitsService:
     def get_budget(self, group: str, period: str) -> BudgetView:
         _required_code("group", group)
         _required("period", period, 16)
-        with self._uow() as uow:
-            row = BenefitsRepository(uow.session).budget(group, period)
+        with self._reading() as repo:
+            row = repo.budget(group, period)
         if row is None:
             raise NotFound(f"no budget for {group} in {period}")
         return BudgetView(row.group_code, row.period, row.amount_fen, row.spent_fen)
@@ -527,26 +619,28 @@ class BenefitsService:
         if amount <= 0:
             raise InvalidArgument(violations=[("points", "must be greater than 0")])
 
-        def work(repo: BenefitsRepository, now: datetime) -> dict:
+        def work(repo: BenefitsRepository, now: datetime, entries: list) -> dict:
             if method == "CreditPoints":
-                repo.credit_points(customer_id, amount)
-                repo.points_movement(customer_id, "CREDIT", amount, now, reason=reason, actor=actor)
+                delta, balance = amount, repo.credit_points(customer_id, amount)
             else:
-                if not repo.debit_points(customer_id, amount):
+                delta, balance = -amount, repo.debit_points(customer_id, amount)
+                if balance is None:
                     raise FailedPrecondition(f"not enough points: balance {repo.points_balance(customer_id)}, "
                                              f"debit {amount}")
-                repo.points_movement(customer_id, "DEBIT", -amount, now, reason=reason, actor=actor)
-            return {"customer_id": customer_id, "balance": repo.points_balance(customer_id)}
+            movement = "CREDIT" if delta > 0 else "DEBIT"
+            repo.points_movement(customer_id, movement, delta, now, reason=reason, actor=actor)
+            entries.append(audit.points_entry(f"points.{movement.lower()}", customer_id, balance, delta, reason))
+            return {"customer_id": customer_id, "balance": balance}
 
-        result = self._idempotent(method, request_id, work)
+        result = self._idempotent(method, request_id, actor, work)
         if result.get("customer_id") != customer_id:
             raise InvalidArgument(violations=[("request_id", "already used for another customer")])
         return int(result["balance"])
 
     def points_balance(self, customer_id: str) -> int:
         _required("customer_id", customer_id, 64)
-        with self._uow() as uow:
-            return BenefitsRepository(uow.session).points_balance(customer_id)
+        with self._reading() as repo:
+            return repo.points_balance(customer_id)
 
     # ----------------------------------------------------- reconciliation
     def reconcile(self) -> list[Mismatch]:
@@ -574,19 +668,13 @@ class BenefitsService:
         return found
 
     # ------------------------------------------------------------- gauges
-    def _refresh_gauges(self, definition: BenefitDefinition, record: ClaimRecord) -> None:
-        self._refresh_gauges_for(definition.benefit_id if definition.physical else "",
-                                 record.budget_group, record.budget_period)
-
-    def _refresh_gauges_for(self, benefit_id: str, group: str, period: str) -> None:
-        with self._uow() as uow:
-            repo = BenefitsRepository(uow.session)
-            row = repo.inventory(benefit_id) if benefit_id else None
-            if row is not None:
-                self.metrics.stock_left.labels(benefit_id).set(row.on_hand - row.reserved)
-            budget = repo.budget(group, period) if group else None
-            if budget is not None:
-                self.metrics.budget_left.labels(group, period).set(budget.amount_fen - budget.spent_fen)
+    def _set_gauges(self, benefit_id: str, stock_left: int | None, group: str, period: str,
+                    budget_left: int | None) -> None:
+        """From the balances the transaction just wrote (RETURNING): no extra read."""
+        if stock_left is not None:
+            self.metrics.stock_left.labels(benefit_id).set(stock_left)
+        if budget_left is not None:
+            self.metrics.budget_left.labels(group, period).set(budget_left)
 
 
 def _outcome(exc: BaseException) -> str:

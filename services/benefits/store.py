@@ -13,12 +13,14 @@ from typing import Any, Iterable
 
 from sqlalchemy import (
     BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table,
-    Text, UniqueConstraint, func, insert, select, update,
+    Text, UniqueConstraint, bindparam, case, func, insert, or_, select, update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
+
+from services.common.audit import append_audit_many, audit_table
 
 metadata = MetaData()
 
@@ -156,6 +158,50 @@ requests = Table(
 )
 
 
+# The tamper-evident trail of every mutation (services.common.audit).
+audit_log = audit_table(metadata, "benefits_audit_log")
+
+
+# ---- statements of the hot paths (ListEntitlements, ClaimBenefit), built
+# once: building a SQLAlchemy expression and its cache key on every call costs
+# more Python time than PostgreSQL takes to answer it.
+_p = bindparam
+_LOCK_PG = postgresql.insert(claim_locks).values(customer_id=_p("p_customer"), benefit_id=_p("p_benefit"))
+_LOCK_PG = _LOCK_PG.on_conflict_do_update(index_elements=[claim_locks.c.customer_id, claim_locks.c.benefit_id],
+                                          set_={"benefit_id": _LOCK_PG.excluded.benefit_id})
+_CLAIM_STATE = select(claims).where(or_(
+    claims.c.request_id == _p("p_request"),
+    (claims.c.customer_id == _p("p_customer")) & (claims.c.benefit_id == _p("p_benefit"))
+    & (claims.c.status != "CANCELLED")))
+_CLAIM_BY_REQUEST = select(claims).where(claims.c.request_id == _p("p_request"))
+_INSERT_CLAIM = insert(claims)
+_INSERT_STOCK_MOVE = insert(inventory_ledger)
+_INSERT_BUDGET_MOVE = insert(budget_ledger)
+_INSERT_POINTS_MOVE = insert(points_ledger)
+_RESERVE_UNIT = (update(inventory)
+                 .where(inventory.c.benefit_id == _p("p_benefit"), inventory.c.on_hand - inventory.c.reserved >= 1)
+                 .values(reserved=inventory.c.reserved + 1, updated_at=_p("p_now"))
+                 .returning(inventory.c.on_hand, inventory.c.reserved))
+_DEBIT_POINTS = (update(points).where(points.c.customer_id == _p("p_customer"), points.c.balance >= _p("p_amount"))
+                 .values(balance=points.c.balance - _p("p_amount")).returning(points.c.balance))
+_SPEND_BUDGET = (update(budgets)
+                 .where(budgets.c.group_code == _p("p_group"), budgets.c.period == _p("p_period"),
+                        budgets.c.amount_fen - budgets.c.spent_fen >= _p("p_fen"))
+                 .values(spent_fen=budgets.c.spent_fen + _p("p_fen"))
+                 .returning(budgets.c.amount_fen, budgets.c.spent_fen))
+# the most specific of (month, quarter, year) that has a budget
+_FIRST_BUDGET_PERIOD = (select(budgets.c.period)
+                        .where(budgets.c.group_code == _p("p_group"),
+                               budgets.c.period.in_([_p("p0"), _p("p1"), _p("p2")]))
+                        .order_by(case((budgets.c.period == _p("p0"), 0), (budgets.c.period == _p("p1"), 1),
+                                       else_=2)).limit(1))
+_USAGE_SUMMARY = (
+    select(claims.c.benefit_id, claims.c.period_key, func.count().label("claims"),
+           func.max(claims.c.claimed_at).label("last_at"))
+    .where(claims.c.customer_id == bindparam("customer_id"), claims.c.status != "CANCELLED")
+    .group_by(claims.c.benefit_id, claims.c.period_key))
+
+
 def _insert_ignore(conn: Connection | Session, table: Table, values: dict[str, Any]) -> None:
     """INSERT that does nothing when the key exists (both dialects)."""
     dialect = conn.bind.dialect.name if isinstance(conn, Session) else conn.dialect.name
@@ -163,20 +209,25 @@ def _insert_ignore(conn: Connection | Session, table: Table, values: dict[str, A
     conn.execute(stmt.on_conflict_do_nothing())
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.bind.dialect.name == "postgresql"
+def _is_postgres(conn: Connection | Session) -> bool:
+    return (conn.dialect if isinstance(conn, Connection) else conn.bind.dialect).name == "postgresql"
 
 
 class BenefitsRepository:
-    """Every query of the benefits tables, on one session (one transaction)."""
+    """Every query of the benefits tables, on one session (one transaction) —
+    or, for single reads, on a plain Connection."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session | Connection) -> None:
         self.s = session
 
     # ---- definitions
     def definitions(self) -> dict[str, dict]:
         rows = self.s.execute(select(definitions.c.benefit_id, definitions.c.definition)).all()
         return {r.benefit_id: json.loads(r.definition) for r in rows}
+
+    def definition(self, benefit_id: str) -> dict | None:
+        row = self.s.execute(select(definitions.c.definition).where(definitions.c.benefit_id == benefit_id)).first()
+        return json.loads(row.definition) if row else None
 
     def upsert_definition(self, benefit_id: str, definition: dict, actor: str, now: datetime) -> bool:
         """True if it is new."""
@@ -207,14 +258,29 @@ class BenefitsRepository:
         return self.s.execute(stmt).first()
 
     def claim_by_request(self, request_id: str):
-        return self.s.execute(select(claims).where(claims.c.request_id == request_id)).first()
+        return self.s.execute(_CLAIM_BY_REQUEST, {"p_request": request_id}).first()
 
     def lock_customer_benefit(self, customer_id: str, benefit_id: str) -> None:
-        """Serializes the claims of one customer for one benefit (all channels)."""
-        _insert_ignore(self.s, claim_locks, {"customer_id": customer_id, "benefit_id": benefit_id})
+        """Serializes the claims of one customer for one benefit (all channels).
+
+        PostgreSQL: one round trip — an upsert whose DO UPDATE row-locks the
+        existing row (or the one just inserted) until commit. SQLite: the
+        transaction's BEGIN IMMEDIATE already holds the database write lock."""
         if _is_postgres(self.s):
-            self.s.execute(select(claim_locks.c.customer_id).where(
-                claim_locks.c.customer_id == customer_id, claim_locks.c.benefit_id == benefit_id).with_for_update())
+            self.s.execute(_LOCK_PG, {"p_customer": customer_id, "p_benefit": benefit_id})
+
+    def claim_state(self, customer_id: str, benefit_id: str, request_id: str) -> tuple[Any, list]:
+        """(the claim already made with this request_id or None, the live
+        claims of this customer and benefit) in one query, under the lock."""
+        rows = self.s.execute(_CLAIM_STATE, {"p_request": request_id, "p_customer": customer_id,
+                                             "p_benefit": benefit_id}).all()
+        same = next((r for r in rows if r.request_id == request_id), None)
+        return same, [r for r in rows if r.request_id != request_id]
+
+    def usage_summary(self, customer_id: str) -> list:
+        """(benefit_id, period_key, live claims, latest claimed_at) of a customer:
+        every benefit's usage in one query, one row per benefit and period."""
+        return self.s.execute(_USAGE_SUMMARY, {"customer_id": customer_id}).all()
 
     def live_claims(self, customer_id: str, benefit_id: str | None = None) -> list:
         """(benefit_id, period_key, claimed_at) of claims not cancelled."""
@@ -225,7 +291,7 @@ class BenefitsRepository:
         return self.s.execute(stmt).all()
 
     def insert_claim(self, **values) -> None:
-        self.s.execute(insert(claims).values(**values))
+        self.s.execute(_INSERT_CLAIM, values)
 
     def transition_claim(self, claim_id: str, to: str, **values) -> bool:
         """CLAIMED → `to`, only if still CLAIMED: the guard that makes a cancel
@@ -251,28 +317,31 @@ class BenefitsRepository:
     def ensure_inventory(self, benefit_id: str, now: datetime) -> None:
         _insert_ignore(self.s, inventory, {"benefit_id": benefit_id, "on_hand": 0, "reserved": 0, "updated_at": now})
 
-    def adjust_on_hand(self, benefit_id: str, delta: int, now: datetime) -> bool:
-        """on_hand += delta unless that would go below what claims hold."""
+    def adjust_on_hand(self, benefit_id: str, delta: int, now: datetime):
+        """on_hand += delta unless that would go below what claims hold: the
+        row after (on_hand, reserved), or None if refused."""
         return self.s.execute(update(inventory).where(
             inventory.c.benefit_id == benefit_id, inventory.c.on_hand + delta >= inventory.c.reserved)
-            .values(on_hand=inventory.c.on_hand + delta, updated_at=now)).rowcount == 1
+            .values(on_hand=inventory.c.on_hand + delta, updated_at=now)
+            .returning(inventory.c.on_hand, inventory.c.reserved)).first()
 
-    def reserve_unit(self, benefit_id: str, now: datetime) -> bool:
-        """One unit for a claim, only if one is available: never oversells."""
-        return self.s.execute(update(inventory).where(
-            inventory.c.benefit_id == benefit_id, inventory.c.on_hand - inventory.c.reserved >= 1)
-            .values(reserved=inventory.c.reserved + 1, updated_at=now)).rowcount == 1
+    def reserve_unit(self, benefit_id: str, now: datetime):
+        """One unit for a claim, only if one is available: never oversells.
+        The row after (on_hand, reserved), or None when sold out."""
+        return self.s.execute(_RESERVE_UNIT, {"p_benefit": benefit_id, "p_now": now}).first()
 
-    def release_unit(self, benefit_id: str, now: datetime, hand_out: bool) -> None:
-        """Cancel: the unit is available again; fulfil: it leaves the store."""
+    def release_unit(self, benefit_id: str, now: datetime, hand_out: bool):
+        """Cancel: the unit is available again; fulfil: it leaves the store.
+        The row after (on_hand, reserved)."""
         values = {"reserved": inventory.c.reserved - 1, "updated_at": now}
         if hand_out:
             values["on_hand"] = inventory.c.on_hand - 1
-        self.s.execute(update(inventory).where(inventory.c.benefit_id == benefit_id).values(**values))
+        return self.s.execute(update(inventory).where(inventory.c.benefit_id == benefit_id).values(**values)
+                              .returning(inventory.c.on_hand, inventory.c.reserved)).first()
 
     def inventory_movement(self, benefit_id: str, movement: str, on_hand_delta: int, reserved_delta: int,
                            now: datetime, claim_id: str | None = None, reason: str = "", actor: str = "") -> None:
-        self.s.execute(insert(inventory_ledger).values(
+        self.s.execute(_INSERT_STOCK_MOVE, dict(
             benefit_id=benefit_id, movement=movement, on_hand_delta=on_hand_delta, reserved_delta=reserved_delta,
             claim_id=claim_id, reason=reason, actor=actor, at=now))
 
@@ -283,37 +352,37 @@ class BenefitsRepository:
     def all_budgets(self) -> list:
         return self.s.execute(select(budgets)).all()
 
-    def first_budget(self, group: str, periods: Iterable[str]):
-        """The most specific existing budget among `periods` (in that order)."""
-        periods = list(periods)
-        rows = {r.period: r for r in self.s.execute(select(budgets).where(
-            budgets.c.group_code == group, budgets.c.period.in_(periods))).all()}
-        return next((rows[p] for p in periods if p in rows), None)
-
-    def set_budget_amount(self, group: str, period: str, amount: int) -> tuple[int, bool]:
-        """(previous amount, existed). Refuses (returns existed, no change) below spent."""
+    def set_budget_amount(self, group: str, period: str, amount: int) -> tuple[int, int, bool]:
+        """(previous amount, spent, existed), under the row's lock."""
         row = self.s.execute(select(budgets).where(budgets.c.group_code == group, budgets.c.period == period)
                              .with_for_update() if _is_postgres(self.s) else
                              select(budgets).where(budgets.c.group_code == group, budgets.c.period == period)).first()
         if row is None:
             self.s.execute(insert(budgets).values(group_code=group, period=period, amount_fen=amount, spent_fen=0))
-            return 0, False
+            return 0, 0, False
         self.s.execute(update(budgets).where(budgets.c.group_code == group, budgets.c.period == period)
                        .values(amount_fen=amount))
-        return row.amount_fen, True
+        return row.amount_fen, row.spent_fen, True
 
-    def spend_budget(self, group: str, period: str, fen: int) -> bool:
-        return self.s.execute(update(budgets).where(
-            budgets.c.group_code == group, budgets.c.period == period,
-            budgets.c.amount_fen - budgets.c.spent_fen >= fen).values(spent_fen=budgets.c.spent_fen + fen)).rowcount == 1
+    def first_budget_period(self, group: str, periods: Iterable[str]) -> str | None:
+        """The most specific of (month, quarter, year) `periods` with a budget."""
+        p0, p1, p2 = periods
+        return self.s.execute(_FIRST_BUDGET_PERIOD, {"p_group": group, "p0": p0, "p1": p1, "p2": p2}).scalar()
 
-    def refund_budget(self, group: str, period: str, fen: int) -> None:
-        self.s.execute(update(budgets).where(budgets.c.group_code == group, budgets.c.period == period)
-                       .values(spent_fen=budgets.c.spent_fen - fen))
+    def spend_budget(self, group: str, period: str, fen: int):
+        """spent += fen if that stays within the amount: the row after
+        (amount_fen, spent_fen), or None if refused."""
+        return self.s.execute(_SPEND_BUDGET, {"p_group": group, "p_period": period, "p_fen": fen}).first()
+
+    def refund_budget(self, group: str, period: str, fen: int):
+        """The row after (amount_fen, spent_fen)."""
+        return self.s.execute(update(budgets).where(budgets.c.group_code == group, budgets.c.period == period)
+                              .values(spent_fen=budgets.c.spent_fen - fen)
+                              .returning(budgets.c.amount_fen, budgets.c.spent_fen)).first()
 
     def budget_movement(self, group: str, period: str, movement: str, amount_delta: int, spent_delta: int,
                         now: datetime, claim_id: str | None = None, actor: str = "") -> None:
-        self.s.execute(insert(budget_ledger).values(
+        self.s.execute(_INSERT_BUDGET_MOVE, dict(
             group_code=group, period=period, movement=movement, amount_delta=amount_delta, spent_delta=spent_delta,
             claim_id=claim_id, actor=actor, at=now))
 
@@ -322,20 +391,31 @@ class BenefitsRepository:
         row = self.s.execute(select(points.c.balance).where(points.c.customer_id == customer_id)).first()
         return row.balance if row else 0
 
-    def credit_points(self, customer_id: str, amount: int) -> None:
-        _insert_ignore(self.s, points, {"customer_id": customer_id, "balance": 0})
-        self.s.execute(update(points).where(points.c.customer_id == customer_id)
-                       .values(balance=points.c.balance + amount))
+    def credit_points(self, customer_id: str, amount: int) -> int:
+        """The balance after; one upsert (creates the account at the first credit)."""
+        dialect = postgresql if _is_postgres(self.s) else sqlite
+        stmt = dialect.insert(points).values(customer_id=customer_id, balance=amount)
+        return self.s.execute(stmt.on_conflict_do_update(
+            index_elements=[points.c.customer_id], set_={"balance": points.c.balance + amount})
+            .returning(points.c.balance)).scalar_one()
 
-    def debit_points(self, customer_id: str, amount: int) -> bool:
-        return self.s.execute(update(points).where(points.c.customer_id == customer_id, points.c.balance >= amount)
-                              .values(balance=points.c.balance - amount)).rowcount == 1
+    def debit_points(self, customer_id: str, amount: int) -> int | None:
+        """The balance after, or None if it is short."""
+        return self.s.execute(_DEBIT_POINTS, {"p_customer": customer_id, "p_amount": amount}).scalar()
 
     def points_movement(self, customer_id: str, movement: str, delta: int, now: datetime,
                         claim_id: str | None = None, reason: str = "", actor: str = "") -> None:
-        self.s.execute(insert(points_ledger).values(
+        self.s.execute(_INSERT_POINTS_MOVE, dict(
             customer_id=customer_id, movement=movement, delta=delta, claim_id=claim_id, reason=reason,
             actor=actor, at=now))
+
+    # ---- audit
+    def audit(self, entries: list[dict], actor: str = "") -> None:
+        """The audit records of this transaction's changes: call it last before
+        commit (on PostgreSQL it holds the audit table's append lock until then).
+        `actor` empty → the current principal (or "system" outside an RPC)."""
+        if entries:
+            append_audit_many(self.s, audit_log, entries, actor=actor or None)
 
     # ---- reconciliation inputs: (subject key, ledger sum, balance)
     def inventory_check(self) -> list:

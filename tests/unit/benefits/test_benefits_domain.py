@@ -75,6 +75,14 @@ def test_usage_counts_only_the_current_period():
     assert u == Usage(1, t)
 
 
+def test_usage_from_per_period_counts_matches_usage_from_claims():
+    t = bj(2025, 3, 10)
+    claims = [("2025-02", t - timedelta(days=20)), ("2025-03", t - timedelta(days=2)), ("2025-03", t)]
+    counts = [("2025-02", 1, t - timedelta(days=20)), ("2025-03", 2, t)]
+    assert domain.usage_from_counts(counts, "2025-03") == domain.usage_from_claims(claims, "2025-03") == Usage(2, t)
+    assert domain.usage_from_counts(counts[:1], "2025-03") == Usage(0, t - timedelta(days=20))
+
+
 def test_offer_checks_channel_window_and_active():
     d = coupon(channels=("MOBILE",), valid_from=date(2025, 3, 1), valid_until=date(2025, 3, 31))
     domain.check_offer(d, "MOBILE", date(2025, 3, 31))
