@@ -113,6 +113,24 @@ def _move_record(m: d.Move, reason: str) -> dict:
                    {m.role: m.to_staff_id} if m.to_staff_id else None, reason)
 
 
+def _run_records(moves: Iterable[d.Move], reason: str) -> list[dict]:
+    """A run's audit records: one per staff member for the customers placed
+    in their book for the first time (a first full run places most of the
+    bank: one record per customer would dominate it), one per customer for
+    every transfer and removal of an existing relationship."""
+    first: dict[tuple[str, str], list[str]] = {}
+    records = []
+    for m in moves:
+        if m.from_staff_id is None:
+            first.setdefault((m.to_staff_id, m.role), []).append(m.customer_id)
+        else:
+            records.append(_move_record(m, reason))
+    placed = [_record("assignment.add", f"staff/{staff_id}", None,
+                      {"role": role, "customers": sorted(customers)}, reason)
+              for (staff_id, role), customers in sorted(first.items())]
+    return placed + records
+
+
 class AssignmentService:
     def __init__(self, engine: Engine, rules, clock: Callable[[], datetime] = _now, metrics=None):
         self.engine = engine
@@ -333,7 +351,7 @@ class AssignmentService:
                                    {k: v for k, v in asdict(result).items() if k != "unplaced"}
                                    | {"unplaced": len(result.unplaced), "request_id": request_id})]
             reason = f"assignment run {result.run_id}"
-            self.audit(conn, actor, chain((_move_record(m, reason) for m in plan.moves), suggested, summary))
+            self.audit(conn, actor, chain(_run_records(plan.moves, reason), suggested, summary))
             return result
         result = self._tx(tx)
         self._decision("run", "dry_run" if dry_run else "applied")
