@@ -9,10 +9,15 @@ measured in the same run, as a ratio.
    every decision and change stored; baseline: the same stream with dry_run.
 3. Unary EvaluateCustomer latency p50/p99 at a fixed 500 requests/s (open
    loop); baseline: the gRPC health check at the same rate.
+4. Scale-out (--shards N): N tiering server processes on one PostgreSQL
+   database, the stream split by a hash of customer_id into N client
+   streams (one client process each, requests built before the clock
+   starts); baseline: the same with one server and one client stream.
 
     python bench/tiering_bench.py                     # defaults: a couple of minutes
     python bench/tiering_bench.py --in-process 100000 --batch 500000 --unary-seconds 30
-    python bench/tiering_bench.py --profile            # pyinstrument profile of the e2e batch's in-process part
+    python bench/tiering_bench.py --profile            # pyinstrument: rules in process, stored chunks, unary
+    python bench/tiering_bench.py --shards 2 --scale-only  # only the scale-out measure
 """
 from __future__ import annotations
 
@@ -24,12 +29,14 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
+import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from kequn.tiering.v1 import tiering_pb2 as pb  # noqa: E402
@@ -252,6 +259,12 @@ def open_loop(call, rate: float, seconds: float) -> list[float]:
     return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -267,10 +280,15 @@ def bench_server(batch: int, unary_rate: float, unary_seconds: float) -> dict:
         suite.start("tiering")
         stub = rpc.TieringServiceStub(suite.channel("tiering", "core_banking"))
         stream(stub, 2_000, False, seed=99, start=10_000_000)       # warm-up (JIT-free Python: caches, pools)
+        server = suite.processes["tiering"].pid
+        cpu = cpu_seconds(server)
         dry = stream(stub, batch, True, seed=5)
+        cpu, dry_cpu = cpu_seconds(server), cpu_seconds(server) - cpu
         stored = stream(stub, batch, False, seed=5)
+        stored_cpu = cpu_seconds(server) - cpu
         decisions = db.count("tiering_decisions") - 2_000
         changes = db.count("tiering_changes") - 2_000
+        audited = db.count("tiering_audit_log") - 2_000
 
         health = health_pb2_grpc.HealthStub(suite.channel("tiering", "core_banking"))
         base = open_loop(lambda i: health.Check.future(health_pb2.HealthCheckRequest()), unary_rate, unary_seconds)
@@ -280,11 +298,16 @@ def bench_server(batch: int, unary_rate: float, unary_seconds: float) -> dict:
             lat = open_loop(lambda i: stub.EvaluateCustomer.future(pb.EvaluateCustomerRequest(
                 customer=population[i % len(population)])), rate, min(unary_seconds, 5))
             below[f"unary_at_{rate}_rps_p50_p99_ms"] = (round(pct(lat, 0.5), 2), round(pct(lat, 0.99), 2))
+        cpu = cpu_seconds(server)
         unary = open_loop(lambda i: stub.EvaluateCustomer.future(pb.EvaluateCustomerRequest(
             customer=population[i % len(population)])), unary_rate, unary_seconds)
+        unary_cpu = cpu_seconds(server) - cpu
         return {**below, "batch_customers": batch, "batch_stored_per_s": stored, "batch_dry_run_per_s": dry,
-                "decisions_stored": decisions, "changes_stored": changes,
+                "decisions_stored": decisions, "changes_stored": changes, "audit_records": audited,
+                "server_cpu_us_per_customer_dry_run": dry_cpu / batch * 1e6,
+                "server_cpu_us_per_customer_stored": stored_cpu / batch * 1e6,
                 "unary_rate": unary_rate, "unary_requests": len(unary),
+                "server_cpu_ms_per_unary_call": unary_cpu / len(unary) * 1e3,
                 "unary_p50_ms": pct(unary, 0.50), "unary_p99_ms": pct(unary, 0.99),
                 "health_p50_ms": pct(base, 0.50), "health_p99_ms": pct(base, 0.99),
                 "failed_calls_per_run": {k: v for k, v in FAILURES.items() if v}}
@@ -293,15 +316,116 @@ def bench_server(batch: int, unary_rate: float, unary_seconds: float) -> dict:
         db.drop()
 
 
-def profile_batch(n: int) -> None:
-    """Where the time of one chunked, stored evaluation goes (in process, PostgreSQL)."""
+def _shard_client(target: str, token: str, n: int, seed: int, start: int, shard: int, shards: int,
+                  ready, go, out) -> None:
+    """One client process: its shard of the stream, built before the clock starts."""
+    from services.common.client import dial
+
+    requests = [pb.EvaluateCustomerRequest(customer=to_proto(s))
+                for s in synthetic_customers(n, seed=seed, start=start)
+                if zlib.crc32(s.customer_id.encode()) % shards == shard]
+    stub = rpc.TieringServiceStub(dial(target, token))
+    ready.set()
+    go.wait()
+    began = time.monotonic()
+    answered = sum(1 for a in stub.EvaluateCustomers(iter(requests)) if not a.HasField("error"))
+    out.put((shard, len(requests), answered, began, time.monotonic()))
+
+
+def sharded_stream(targets: list[str], token: str, n: int, seed: int, start: int) -> float:
+    """Customers/s of n stored evaluations sent as len(targets) hash-sharded streams at once."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out, go = ctx.Queue(), ctx.Event()
+    readies = [ctx.Event() for _ in targets]
+    workers = [ctx.Process(target=_shard_client, args=(t, token, n, seed, start, k, len(targets), readies[k], go, out))
+               for k, t in enumerate(targets)]
+    for w in workers:
+        w.start()
+    for ready in readies:
+        ready.wait(300)
+    go.set()
+    results = [out.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join()
+    assert sum(r[1] for r in results) == n and all(r[1] == r[2] for r in results), results
+    return n / (max(r[4] for r in results) - min(r[3] for r in results))
+
+
+def bench_scale_out(batch: int, shards: int) -> dict:
+    from services.common.testing import free_port, start_service_process
+    from tests.e2e.harness import Suite
+
+    db = PgDatabase()
+    workdir = Path(tempfile.mkdtemp(prefix="kequn-bench-"))
+    suite = Suite(workdir, services=("tiering",), database_urls={"tiering": db.url})
+    extra = []
+    try:
+        suite.start("tiering")
+        targets = [suite.target("tiering")]
+        for k in range(1, shards):
+            grpc_port = free_port()
+            env = {**suite.env, "KEQUN_TIERING_GRPC_PORT": str(grpc_port), "KEQUN_TIERING_METRICS_PORT": str(free_port())}
+            log = open(workdir / f"tiering-{k}.log", "ab")
+            extra.append(start_service_process("services.tiering", env, stdout=log, stderr=log))
+            targets.append(f"127.0.0.1:{grpc_port}")
+        token = suite.tokens["core_banking"]
+        for target in targets:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    with grpc.insecure_channel(target) as channel:
+                        if health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status \
+                                == health_pb2.HealthCheckResponse.SERVING:
+                            break
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(target)
+                time.sleep(0.2)
+        sharded_stream(targets, token, 2_000 * shards, seed=98, start=30_000_000)          # warm-up, every server
+        one = sharded_stream(targets[:1], token, batch, seed=6, start=40_000_000)
+        many = sharded_stream(targets, token, batch, seed=6, start=50_000_000)
+        return {"shards": shards, "customers_per_run": batch, "one_process_per_s": one, "sharded_per_s": many,
+                "decisions_stored": db.count("tiering_decisions") - 2_000 * shards,
+                "audit_records": db.count("tiering_audit_log") - 2_000 * shards}
+    finally:
+        for proc in extra:
+            proc.terminate()
+        for proc in extra:
+            proc.wait(30)
+        suite.close()
+        db.drop()
+
+
+def profile_paths(n: int) -> None:
+    """Where the time goes, as the server runs it (its GC settings included):
+    the rules in process, the stored chunked batch (PostgreSQL, audit log
+    included) and unary calls one after another."""
     from pyinstrument import Profiler
 
     from services.common.db import make_engine, make_session_factory, run_migrations
     from services.rules.testing import runtime_for
+    from services.tiering.__main__ import tune_gc
+    from services.tiering.domain import project
     from services.tiering.rules_kind import KINDS
     from services.tiering.service import EvaluateRequest, TieringService
 
+    def show(title, run):
+        profiler = Profiler()
+        profiler.start()
+        run()
+        profiler.stop()
+        print(f"==== {title}")
+        print(profiler.output_text(unicode=False, color=False))
+
+    tiers, groups = load_rulesets()
+    facts = facts_for(n)
+    tune_gc()
+    show(f"rules in process, {n} customers", lambda: (
+        tiers.evaluate_many([project(f, tiers.loaded.compiled.fields) for f in facts]),
+        groups.evaluate_many([project(f, groups.loaded.compiled.fields) for f in facts])))
     db = PgDatabase()
     try:
         here = ROOT / "services" / "tiering"
@@ -310,12 +434,11 @@ def profile_batch(n: int) -> None:
         engine = make_engine(db.url)
         service = TieringService(make_session_factory(engine), runtime)
         snapshots = list(synthetic_customers(n))
-        profiler = Profiler()
-        profiler.start()
-        for i in range(0, n, 500):
-            service.evaluate_batch_chunk([EvaluateRequest(s) for s in snapshots[i:i + 500]])
-        profiler.stop()
-        print(profiler.output_text(unicode=False, color=False))
+        show(f"stored batch, {n} new customers in chunks of 500", lambda: [
+            service.evaluate_batch_chunk([EvaluateRequest(s) for s in snapshots[i:i + 500]]) for i in range(0, n, 500)])
+        unary = snapshots[: min(n, 2_000)]
+        show(f"unary, {len(unary)} stored calls one after another",
+             lambda: [service.evaluate(EvaluateRequest(s)) for s in unary])
         runtime.stop()
         engine.dispose()
     finally:
@@ -329,13 +452,19 @@ def main() -> None:
     parser.add_argument("--unary-rate", type=float, default=500)
     parser.add_argument("--unary-seconds", type=float, default=10)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--shards", type=int, default=2, help="server processes / client streams of the scale-out")
+    parser.add_argument("--scale-only", action="store_true")
     args = parser.parse_args()
     if args.profile:
-        profile_batch(args.batch)
+        profile_paths(args.in_process)
+        return
+    if args.scale_only:
+        print(json.dumps(bench_scale_out(args.batch, args.shards), indent=2))
         return
     results = {"in_process": bench_in_process(args.in_process),
-               "server": bench_server(args.batch, args.unary_rate, args.unary_seconds)}
-    ip, sv = results["in_process"], results["server"]
+               "server": bench_server(args.batch, args.unary_rate, args.unary_seconds),
+               "scale_out": bench_scale_out(args.batch, args.shards)}
+    ip, sv, so = results["in_process"], results["server"], results["scale_out"]
     print(json.dumps(results, indent=2))
     print(f"\nin-process: kequn {ip['kequn_per_s']:,.0f}/s = {ip['kequn_per_s'] / ip['zen_per_s']:.2f}x zen-engine "
           f"{ip['zen_version']} ({ip['zen_per_s']:,.0f}/s), {ip['kequn_per_s'] / ip['raw_one_at_a_time_per_s']:.2f}x "
@@ -343,9 +472,15 @@ def main() -> None:
           f"answers differing from zen: {ip['zen_vs_kequn_mismatches']}")
     print(f"e2e batch into PostgreSQL: {sv['batch_stored_per_s']:,.0f} customers/s stored = "
           f"{sv['batch_stored_per_s'] / sv['batch_dry_run_per_s']:.2f}x the dry run ({sv['batch_dry_run_per_s']:,.0f}/s)")
+    print(f"server CPU per customer: {sv['server_cpu_us_per_customer_stored']:.0f} us stored, "
+          f"{sv['server_cpu_us_per_customer_dry_run']:.0f} us dry run "
+          f"(= {1e6 / sv['server_cpu_us_per_customer_stored']:,.0f} stored customers/s per busy server core)")
     print(f"unary at {sv['unary_rate']:.0f} rps: p50 {sv['unary_p50_ms']:.1f} ms, p99 {sv['unary_p99_ms']:.1f} ms "
           f"(health check: p50 {sv['health_p50_ms']:.1f} ms, p99 {sv['health_p99_ms']:.1f} ms; "
           f"p99 ratio {sv['unary_p99_ms'] / sv['health_p99_ms']:.1f}x)")
+    print(f"scale-out, {so['shards']} server processes + {so['shards']} hash-sharded streams: "
+          f"{so['sharded_per_s']:,.0f} customers/s stored = {so['sharded_per_s'] / so['one_process_per_s']:.2f}x "
+          f"one process with one stream ({so['one_process_per_s']:,.0f}/s)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import hashlib
 import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text, insert, select, text
@@ -105,6 +106,12 @@ def _context_defaults(actor: str | None, request_id: str | None) -> tuple[str, s
     return actor, request_id
 
 
+def audit_context() -> tuple[str, str]:
+    """(actor, request id) of the current call, as append_audit would default
+    them: capture it on the caller's thread when the write happens on another."""
+    return _context_defaults(None, None)
+
+
 def _record(actor: str, request_id: str, action: str, subject: str, before: Any, after: Any, reason: str,
             at: datetime | None) -> dict[str, Any]:
     return {
@@ -133,23 +140,47 @@ def append_audit_many(conn, table: Table, entries: list[dict[str, Any]], *, acto
                       request_id: str | None = None, at: datetime | None = None) -> str:
     """Append several records (dicts with action, subject, before, after,
     reason) in one statement, chained in order; returns the last hash. For
-    batches: one lock, one predecessor read and one insert for all of them."""
+    batches: one lock, one predecessor read and one insert for all of them.
+    An entry may carry its own ``actor`` / ``request_id`` (a batch that
+    serves several callers at once); the arguments are the default."""
     if not entries:
         return _last_hash(conn, table)
+    rows = audit_rows(conn, table, entries, actor=actor, request_id=request_id, at=at)
+    conn.execute(insert(table), rows)
+    return rows[-1]["hash"]
+
+
+def audit_rows(conn, table: Table, entries: list[dict[str, Any]], *, actor: str | None = None,
+               request_id: str | None = None, at: datetime | None = None) -> list[dict[str, Any]]:
+    """What append_audit_many inserts, for a caller that inserts the rows
+    itself in the same transaction (e.g. with PostgreSQL COPY for a big
+    batch): takes the table's append lock, reads the predecessor and returns
+    the chained rows (column name -> value) in order. Insert them all, in
+    this order, before the transaction ends."""
     actor, request_id = _context_defaults(actor, request_id)
-    records = [_record(actor, request_id, e["action"], e["subject"], e.get("before"), e.get("after"),
-                       e.get("reason", ""), at) for e in entries]
+    records = [_record(e.get("actor", actor), e.get("request_id", request_id), e["action"], e["subject"],
+                       e.get("before"), e.get("after"), e.get("reason", ""), at) for e in entries]
     _lock(conn, table)
     prev = _last_hash(conn, table)
     rows = []
     for record in records:
-        digest = record_hash(prev, record)
+        before_json, after_json = canonical_json(record["before"]), canonical_json(record["after"])
+        digest = _hash_of(prev, record, before_json, after_json)
         rows.append(dict(at=record["at"], actor=record["actor"], action=record["action"], subject=record["subject"],
-                         before_json=canonical_json(record["before"]), after_json=canonical_json(record["after"]),
-                         request_id=record["request_id"], reason=record["reason"], prev_hash=prev, hash=digest))
+                         before_json=before_json, after_json=after_json, request_id=record["request_id"],
+                         reason=record["reason"], prev_hash=prev, hash=digest))
         prev = digest
-    conn.execute(insert(table), rows)
-    return prev
+    return rows
+
+
+def _hash_of(prev_hash: str, record: dict[str, Any], before_json: str, after_json: str) -> str:
+    """record_hash(prev_hash, record), with the already encoded before/after
+    spliced in (the same bytes canonical_json gives: keys in sorted order)."""
+    s = encode_basestring  # = canonical_json of a str, without json.dumps' set-up per call
+    payload = (f'{{"action":{s(record["action"])},"actor":{s(record["actor"])},"after":{after_json},'
+               f'"at":{s(record["at"])},"before":{before_json},"reason":{s(record["reason"])},'
+               f'"request_id":{s(record["request_id"])},"subject":{s(record["subject"])}}}')
+    return hashlib.sha256((prev_hash + payload).encode("utf-8")).hexdigest()
 
 
 def _record_of(row) -> dict[str, Any]:

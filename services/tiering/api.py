@@ -55,17 +55,31 @@ def _timestamp(value) -> Timestamp:
     return ts
 
 
-def decision_to_proto(stored: StoredDecision, dry_run: bool = False) -> tiering_pb2.TierDecision:
+def decision_to_proto(stored: StoredDecision, dry_run: bool = False,
+                      shared: dict | None = None) -> tiering_pb2.TierDecision:
+    """``shared`` (one dict per chunk) keeps the parts customers have in
+    common (ruleset, decision time, each fired rule) built once."""
     d = stored.decision
+    shared = {} if shared is None else shared
+    ruleset = shared.get((d.ruleset, d.ruleset_version))
+    if ruleset is None:
+        ruleset = shared[(d.ruleset, d.ruleset_version)] = common_pb2.RulesetRef(name=d.ruleset,
+                                                                                 version=d.ruleset_version)
+    decided_at = shared.get(stored.decided_at)
+    if decided_at is None:
+        decided_at = shared[stored.decided_at] = _timestamp(stored.decided_at)
+    fired = []
+    for rule in d.fired:
+        message = shared.get(rule)
+        if message is None:
+            message = shared[rule] = common_pb2.FiredRule(rule_id=rule[0], ruleset=rule[1], version=rule[2])
+        fired.append(message)
     return tiering_pb2.TierDecision(
         customer_id=d.customer_id, tier=d.tier, previous_tier=d.previous_tier, change=CHANGE_KINDS[d.change],
         segments=d.segments, flags=d.flags, home_branch_id=d.home_branch_id,
         next_tier=tiering_pb2.NextTier(tier=d.next_tier, gap_fen=d.gap_fen),
-        downgrade_pending=d.downgrade_pending,
-        ruleset=common_pb2.RulesetRef(name=d.ruleset, version=d.ruleset_version),
-        fired_rules=[common_pb2.FiredRule(rule_id=r, ruleset=rs, version=v) for r, rs, v in d.fired],
-        decision_id=stored.decision_id, decided_at=_timestamp(stored.decided_at), cursor=stored.cursor,
-        dry_run=dry_run, as_of=d.as_of,
+        downgrade_pending=d.downgrade_pending, ruleset=ruleset, fired_rules=fired,
+        decision_id=stored.decision_id, decided_at=decided_at, cursor=stored.cursor, dry_run=dry_run, as_of=d.as_of,
     )
 
 
@@ -97,12 +111,13 @@ class TieringApi(tiering_pb2_grpc.TieringServiceServicer):
             if not context.is_active():
                 return
             outcomes = self.service.evaluate_batch_chunk([request_from_proto(r) for r in chunk])
+            shared: dict = {}
             for outcome in outcomes:
                 if outcome.error is not None:
                     yield tiering_pb2.TierDecision(customer_id=outcome.customer_id, dry_run=outcome.dry_run,
                                                    error=to_status_proto(outcome.error))
                 else:
-                    yield decision_to_proto(outcome.stored, outcome.dry_run)
+                    yield decision_to_proto(outcome.stored, outcome.dry_run, shared)
 
     def GetCustomerTier(self, request, context):
         return decision_to_proto(self.service.get_customer_tier(request.customer_id))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -314,10 +315,19 @@ def project(facts: Mapping[str, Any], fields: frozenset[str] | set[str]) -> dict
     """Only the fields a ruleset names (``attributes.<key>`` flattened), so
     the engine parses a few values per customer instead of every field. A
     rule can only test what it names, so the answer is the same."""
-    out: dict[str, Any] = {}
-    attributes = facts.get("attributes") or {}
-    for name in fields:
-        value = attributes.get(name[11:]) if name.startswith("attributes.") else facts.get(name)
-        if value is not None:
-            out[name] = value
+    plain, attribute_keys = _projection(frozenset(fields))
+    out = {name: facts[name] for name in plain if facts.get(name) is not None}
+    if attribute_keys:
+        attributes = facts.get("attributes") or {}
+        for name, key in attribute_keys:
+            value = attributes.get(key)
+            if value is not None:
+                out[name] = value
     return out
+
+
+@lru_cache(maxsize=64)
+def _projection(fields: frozenset[str]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """A ruleset's fields split once: plain ones, and (``attributes.k``, k)."""
+    return (tuple(sorted(f for f in fields if not f.startswith("attributes."))),
+            tuple(sorted((f, f[11:]) for f in fields if f.startswith("attributes."))))

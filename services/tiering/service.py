@@ -8,17 +8,16 @@ feed entry of the chunk is written in one transaction.
 from __future__ import annotations
 
 import datetime as dt
-import queue
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from sqlalchemy import exc as sa_exc
 
 from services.common import paging
+from services.common.audit import audit_context
 from services.common.db import UnitOfWork, is_conflict
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, KequnError, NotFound
 
@@ -38,6 +37,7 @@ class EvaluateRequest:
     snapshot: Snapshot
     dry_run: bool = False
     request_id: str = ""
+    origin: tuple[str, str] | None = None   # (actor, x-request-id); None = the current call's
 
 
 @dataclass(frozen=True)
@@ -50,46 +50,76 @@ class Outcome:
     error: KequnError | None = None
 
 
+class _Call:
+    """One waiting unary call: woken once, when its outcome is in or when it
+    is handed the lead of the next chunk."""
+
+    __slots__ = ("request", "wake", "done", "outcome", "error")
+
+    def __init__(self, request):
+        self.request = request
+        self.wake = threading.Event()
+        self.done = False
+        self.outcome = None
+        self.error: BaseException | None = None
+
+
 class Coalescer:
     """Unary calls that arrive while a chunk is being evaluated are evaluated
     together as the next chunk: one transaction and one commit for all of
-    them instead of one each. A call that arrives alone goes at once, so an
-    idle service adds no latency. Each caller still gets its own answer or
-    error; a failure of the whole chunk (database down) fails each call."""
+    them instead of one each. One chunk runs at a time, on the thread of a
+    waiting caller (the leader): a call arriving alone runs at once on its own
+    thread, with no hand-off to another thread and back. When a chunk ends,
+    the leader wakes each of its callers and hands the lead to the oldest
+    waiting call, if any (one wake-up each, no stampede). Each caller gets
+    its own answer or error; a failure of the whole chunk (database down)
+    fails each call of it."""
 
     def __init__(self, run_chunk: Callable[[list], list], max_chunk: int = 200):
         self.run_chunk = run_chunk
         self.max_chunk = max_chunk
-        self._pending: queue.SimpleQueue = queue.SimpleQueue()
-        self._started = False
+        self._pending: list[_Call] = []
+        self._running = False
         self._lock = threading.Lock()
 
     def submit(self, request):
-        if not self._started:
-            with self._lock:
-                if not self._started:
-                    threading.Thread(target=self._loop, name="unary-coalescer", daemon=True).start()
-                    self._started = True
-        future: Future = Future()
-        self._pending.put((request, future))
-        return future.result()
-
-    def _loop(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            while len(batch) < self.max_chunk:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
+        call = _Call(request)
+        with self._lock:
+            self._pending.append(call)
+            leading = not self._running
+            self._running = True
+        while not call.done:
+            if not leading:
+                call.wake.wait()
+                call.wake.clear()
+                if call.done:
                     break
+            with self._lock:  # this caller leads the next chunk (its own call included)
+                batch = self._pending[:self.max_chunk]
+                del self._pending[:self.max_chunk]
             try:
-                outcomes = self.run_chunk([request for request, _ in batch])
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
-                for _, future in batch:
-                    future.set_exception(exc)
-                continue
-            for (_, future), outcome in zip(batch, outcomes):
-                future.set_result(outcome)
+                self._run(batch)
+            finally:
+                with self._lock:
+                    if self._pending:
+                        self._pending[0].wake.set()   # the lead passes on
+                    else:
+                        self._running = False
+            leading = False
+        if call.error is not None:
+            raise call.error
+        return call.outcome
+
+    def _run(self, batch: list[_Call]) -> None:
+        try:
+            outcomes = self.run_chunk([call.request for call in batch])
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the chunk
+            outcomes, error = [None] * len(batch), exc
+        else:
+            error = None
+        for call, outcome in zip(batch, outcomes):
+            call.outcome, call.error, call.done = outcome, error, True
+            call.wake.set()
 
 
 def _is_duplicate(exc: BaseException) -> bool:
@@ -116,6 +146,8 @@ class TieringService:
     # ------------------------------------------------------------ evaluate
     def evaluate(self, request: EvaluateRequest) -> StoredDecision:
         started = time.perf_counter()
+        if request.origin is None:  # the coalesced chunk runs on another thread: capture who asks here
+            request = replace(request, origin=audit_context())
         outcome = self._unary.submit(request)
         self.metrics.evaluation.labels("unary").observe(time.perf_counter() - started)
         if outcome.error is not None:
@@ -136,6 +168,7 @@ class TieringService:
         card_levels = list(groups.document.parameters.get("card_levels") or ())
         now = self.clock()
         today = now.date().isoformat()
+        origin = audit_context() if any(r.origin is None and not r.dry_run for r in requests) else None
         outcomes: list[Outcome | None] = [None] * len(requests)
         valid: list[tuple[int, EvaluateRequest]] = []
         for i, request in enumerate(requests):
@@ -152,7 +185,7 @@ class TieringService:
         if valid:
             for attempt in range(1, ATTEMPTS + 1):
                 try:
-                    done = self._evaluate_valid(valid, tiers, groups, scheme, now)
+                    done = self._evaluate_valid(valid, tiers, groups, scheme, now, origin)
                     break
                 except Exception as exc:
                     if _is_duplicate(exc):
@@ -173,7 +206,8 @@ class TieringService:
             self._schemes[key] = tier_scheme(tiers.document)
         return self._schemes[key]
 
-    def _evaluate_valid(self, valid, tiers, groups, scheme: TierScheme, now: dt.datetime) -> list[Outcome]:
+    def _evaluate_valid(self, valid, tiers, groups, scheme: TierScheme, now: dt.datetime,
+                        origin: tuple[str, str] | None) -> list[Outcome]:
         storing = any(not r.dry_run for _, r in valid)
         with UnitOfWork(self.session_factory) as uow:
             repo = TieringRepository(uow.session)
@@ -198,6 +232,7 @@ class TieringService:
             writes: list[PendingWrite] = []
             results: dict[int, Outcome | PendingWrite] = {}
             by_request: dict[str, PendingWrite] = {}
+            answers: dict[tuple[int, int], RuleAnswer] = {}
             for (i, r), home, fact, t_ev, g_ev in zip(fresh, homes, facts, tier_answers, group_answers):
                 s = r.snapshot
                 if r.request_id and not r.dry_run and r.request_id in by_request:
@@ -208,15 +243,20 @@ class TieringService:
                     results[i] = Outcome(s.customer_id, r.dry_run, error=FailedPrecondition(
                         f"ruleset {tiers.name} v{tiers.version} gives customer {s.customer_id} no tier"))
                     continue
-                answer = RuleAnswer(
-                    tier=tier, segments=tuple(g_ev.outcome.get("segments") or ()),
-                    flags=tuple(g_ev.outcome.get("flags") or ()),
-                    fired=tuple((f.rule_id, tiers.name, tiers.version) for f in t_ev.fired)
-                    + tuple((f.rule_id, groups.name, groups.version) for f in g_ev.fired))
+                # Customers share few sets of fired rules, and the engine hands
+                # out one tuple per set: build each answer once per chunk.
+                key = (id(t_ev.fired), id(g_ev.fired))
+                answer = answers.get(key)
+                if answer is None:
+                    answer = answers[key] = RuleAnswer(
+                        tier=tier, segments=tuple(sorted(g_ev.outcome.get("segments") or ())),
+                        flags=tuple(sorted(g_ev.outcome.get("flags") or ())),
+                        fired=tuple((f.rule_id, tiers.name, tiers.version) for f in t_ev.fired)
+                        + tuple((f.rule_id, groups.name, groups.version) for f in g_ev.fired))
                 before = states.get(s.customer_id)
                 decision, after = decide(s, before, answer, scheme, (tiers.name, tiers.version), home, fact)
                 item = PendingWrite(s, decision, uuid.uuid4().hex, r.request_id or None, before, after,
-                                    feed_worthy(decision, before))
+                                    feed_worthy(decision, before), r.origin or origin)
                 if r.dry_run:
                     results[i] = Outcome(s.customer_id, True, StoredDecision(decision, item.decision_id, now, 0))
                     continue

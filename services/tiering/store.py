@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
+import psycopg
 from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, bindparam,
-                        func, insert, select, text, update)
+                        func, insert, select, update)
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
+
+from services.common.audit import audit_rows, audit_table
 
 from .domain import CustomerState, Decision, Snapshot
 
@@ -87,6 +92,8 @@ changes = Table(
     Column("card_level", _CODE, nullable=False),
 )
 
+audit_log = audit_table(metadata, "tiering_audit_log")
+
 COPY_FROM_ROWS = 50
 FEED_LOCK_KEY = 0x7469657269  # "tieri": the advisory lock serialising feed appends
 
@@ -133,6 +140,24 @@ def _json(values: tuple) -> str:
     return json.dumps(values, separators=(",", ":"))
 
 
+@contextmanager
+def _driver_errors():
+    """psycopg used directly raises its own errors: wrap them as SQLAlchemy
+    would, so a lost database is still UNAVAILABLE and a conflict is retried."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise sa_exc.DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+
+
+def _state_json(state: CustomerState | None) -> dict | None:
+    if state is None:
+        return None
+    return {"tier": state.tier, "segments": list(state.segments), "flags": list(state.flags),
+            "home_branch_id": state.home_branch_id, "below_count": state.below_count,
+            "last_below_as_of": state.last_below_as_of}
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
@@ -172,6 +197,7 @@ class PendingWrite:
     before: CustomerState | None
     after: CustomerState
     to_feed: bool
+    origin: tuple[str, str] = ("system", "")   # (actor, x-request-id) of the caller, for the audit log
     cursor: int = 0
 
 
@@ -186,10 +212,15 @@ class TieringRepository:
     def states(self, customer_ids: Sequence[str], for_update: bool) -> dict[str, CustomerState]:
         if not customer_ids:
             return {}
-        query = select(customers).where(customers.c.customer_id.in_(sorted(set(customer_ids))))
-        if for_update and self.postgres:
+        if self.postgres:  # the driver directly: this runs for every unary call and chunk
             # Sorted, so two batches sharing customers lock them in the same order.
-            query = query.order_by(customers.c.customer_id).with_for_update()
+            with _driver_errors(), self._raw().cursor() as cur:
+                cur.execute("SELECT customer_id, tier, segments, flags, home_branch_id, below_count, last_below_as_of"
+                            " FROM tiering_customers WHERE customer_id = ANY(%s) ORDER BY customer_id"
+                            + (" FOR UPDATE" if for_update else ""), (sorted(set(customer_ids)),))
+                return {row[0]: CustomerState(row[0], row[1], _codes(row[2]), _codes(row[3]), row[4], row[5], row[6])
+                        for row in cur.fetchall()}
+        query = select(customers).where(customers.c.customer_id.in_(sorted(set(customer_ids))))
         return {
             row.customer_id: CustomerState(row.customer_id, row.tier, _codes(row.segments), _codes(row.flags),
                                            row.home_branch_id, row.below_count, row.last_below_as_of)
@@ -220,10 +251,15 @@ class TieringRepository:
 
     # ------------------------------------------------------------ writes
     def write(self, items: Sequence[PendingWrite], now: dt.datetime) -> None:
-        """Stores a chunk: customer states, decisions, then the feed entries
-        (last, so the feed lock is held for as short a time as possible)."""
+        """Stores a chunk: customer states, decisions, the feed entries and
+        the audit records (last, so the feed and audit locks are held for as
+        short a time as possible)."""
         if not items:
             return
+        with _driver_errors():
+            self._write(items, now)
+
+    def _write(self, items: Sequence[PendingWrite], now: dt.datetime) -> None:
         final: dict[str, PendingWrite] = {}
         first_before: dict[str, CustomerState | None] = {}
         for item in items:
@@ -248,32 +284,60 @@ class TieringRepository:
                 changed_rows)
         feed = [item for item in items if item.to_feed]
         if feed:
-            self._lock_feed()
-            cursor = self.max_cursor()
+            cursor = self._lock_feed_and_read_cursor()
             for item in feed:
                 cursor += 1
                 item.cursor = cursor
         self._bulk_insert(decisions, [self._decision_row(item, now) for item in items])
         if feed:
             self._bulk_insert(changes, [self._change_row(item, now) for item in feed])
+        # Last: the audit append holds its table lock until commit.
+        audited = [self._audit_entry(item) for item in items if item.before != item.after]
+        if audited:
+            self._bulk_insert(audit_log, audit_rows(self.session, audit_log, audited, at=now))
 
     def _bulk_insert(self, table: Table, rows: list[dict]) -> None:
-        """COPY on PostgreSQL for batch-sized writes (several times faster than
+        """PostgreSQL: COPY for batch-sized writes (several times faster than
         multi-row INSERT; its set-up costs more than a small INSERT, so not for
-        a unary call), executemany otherwise. Same transaction either way."""
-        if not self.postgres or len(rows) < COPY_FROM_ROWS:
+        a unary call), else psycopg's pipelined executemany. SQLite: SQLAlchemy
+        executemany. Same transaction either way."""
+        if not self.postgres:
             self.session.execute(insert(table), rows)
             return
         columns = [c.name for c in table.columns if c.name in rows[0]]
-        raw = self.session.connection().connection.driver_connection
         quoted = ", ".join(f'"{c}"' for c in columns)
-        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({quoted}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
+        with self._raw().cursor() as cur:
+            if len(rows) < COPY_FROM_ROWS:  # psycopg pipelines executemany: one round trip
+                cur.executemany(f"INSERT INTO {table.name} ({quoted}) VALUES ({', '.join(['%s'] * len(columns))})",
+                                [[row[c] for c in columns] for row in rows])
+                return
+            with cur.copy(f"COPY {table.name} ({quoted}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in columns])
 
-    def _lock_feed(self) -> None:
-        if self.postgres:
-            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FEED_LOCK_KEY})
+    def _raw(self):
+        """The psycopg connection under the session, in the session's transaction."""
+        return self.session.connection().connection.driver_connection
+
+    def _lock_feed_and_read_cursor(self) -> int:
+        """Takes the feed lock, then reads the last cursor (a statement after
+        the lock: its snapshot sees every append committed before)."""
+        if not self.postgres:
+            return self.max_cursor()
+        with self._raw().cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK_KEY,))
+            cur.execute("SELECT coalesce(max(cursor), 0) FROM tiering_changes")
+            return int(cur.fetchone()[0])
+
+    @staticmethod
+    def _audit_entry(item: PendingWrite) -> dict:
+        """One record per stored evaluation that changed the customer's
+        state (new, tier, groups, flags, home branch or grace counter)."""
+        d = item.decision
+        return {"action": "customer_tier.update" if item.before else "customer_tier.create",
+                "subject": f"customer/{d.customer_id}", "before": _state_json(item.before),
+                "after": _state_json(item.after), "actor": item.origin[0], "request_id": item.origin[1],
+                "reason": f"decision {item.decision_id} ({d.change}, as_of {d.as_of})"}
 
     @staticmethod
     def _decision_row(item: PendingWrite, now: dt.datetime) -> dict:

@@ -73,7 +73,7 @@ def test_concurrent_unary_calls_share_a_chunk_and_each_gets_its_answer():
         while not chunks:                          # the first call runs alone...
             threading.Event().wait(0.01)
         rest = [pool.submit(coalescer.submit, i) for i in range(1, 6)]
-        while coalescer._pending.qsize() < 5:      # ...the others queue behind it
+        while len(coalescer._pending) < 5:         # ...the others queue behind it
             threading.Event().wait(0.01)
         gate.set()
         assert first.result() == 0 and [f.result() for f in rest] == [10, 20, None, 40, 50]
