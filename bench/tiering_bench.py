@@ -7,17 +7,22 @@ measured in the same run, as a ratio.
    evaluate_batch) vs raw durable-rules asserting one fact at a time.
 2. End to end nightly batch: EvaluateCustomers through gRPC into PostgreSQL,
    every decision and change stored; baseline: the same stream with dry_run.
+   Beside it, the same customers through EvaluateCustomerBatches (--batch-size
+   customers per stream message), stored and dry run: ratio to
+   EvaluateCustomers in the same run.
 3. Unary EvaluateCustomer latency p50/p99 at a fixed 500 requests/s (open
    loop); baseline: the gRPC health check at the same rate.
 4. Scale-out (--shards N): N tiering server processes on one PostgreSQL
    database, the stream split by a hash of customer_id into N client
    streams (one client process each, requests built before the clock
    starts); baseline: the same with one server and one client stream.
+   Measured for EvaluateCustomers and for EvaluateCustomerBatches.
 
     python bench/tiering_bench.py                     # defaults: a couple of minutes
     python bench/tiering_bench.py --in-process 100000 --batch 500000 --unary-seconds 30
     python bench/tiering_bench.py --profile            # pyinstrument: rules in process, stored chunks, unary
     python bench/tiering_bench.py --shards 2 --scale-only  # only the scale-out measure
+    python bench/tiering_bench.py --batches-only       # only the e2e batch measures (2 and 4, no unary)
 """
 from __future__ import annotations
 
@@ -214,11 +219,32 @@ def to_proto(s) -> pb.CustomerSnapshot:
     return c
 
 
-def stream(stub, n: int, dry_run: bool, seed: int, start: int = 1) -> float:
+def in_messages(requests, size: int):
+    """EvaluateCustomerBatches request messages of ``size`` requests each."""
+    message = pb.EvaluateCustomerBatchesRequest()
+    for request in requests:
+        message.requests.append(request)
+        if len(message.requests) == size:
+            yield message
+            message = pb.EvaluateCustomerBatchesRequest()
+    if message.requests:
+        yield message
+
+
+def answered_ok(stub, requests=None, messages=None) -> int:
+    """Requests answered without an item error, through EvaluateCustomers (one
+    message per customer) or, given ``messages``, EvaluateCustomerBatches."""
+    if messages is None:
+        return sum(1 for a in stub.EvaluateCustomers(requests) if not a.HasField("error"))
+    return sum(1 for m in stub.EvaluateCustomerBatches(messages) for a in m.decisions if not a.HasField("error"))
+
+
+def stream(stub, n: int, dry_run: bool, seed: int, start: int = 1, batch_size: int = 0) -> float:
     requests = (pb.EvaluateCustomerRequest(customer=to_proto(s), dry_run=dry_run)
                 for s in synthetic_customers(n, seed=seed, start=start))
     began = time.perf_counter()
-    answered = sum(1 for a in stub.EvaluateCustomers(requests) if not a.HasField("error"))
+    answered = (answered_ok(stub, messages=in_messages(requests, batch_size)) if batch_size
+                else answered_ok(stub, requests))
     elapsed = time.perf_counter() - began
     assert answered == n, (answered, n)
     return n / elapsed
@@ -270,7 +296,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def bench_server(batch: int, unary_rate: float, unary_seconds: float) -> dict:
+def bench_server(batch: int, unary_rate: float, unary_seconds: float, batch_size: int = 500,
+                 batches_only: bool = False) -> dict:
     from tests.e2e.harness import Suite
 
     db = PgDatabase()
@@ -280,15 +307,33 @@ def bench_server(batch: int, unary_rate: float, unary_seconds: float) -> dict:
         suite.start("tiering")
         stub = rpc.TieringServiceStub(suite.channel("tiering", "core_banking"))
         stream(stub, 2_000, False, seed=99, start=10_000_000)       # warm-up (JIT-free Python: caches, pools)
+        stream(stub, 2_000, False, seed=99, start=11_000_000, batch_size=batch_size)
         server = suite.processes["tiering"].pid
-        cpu = cpu_seconds(server)
-        dry = stream(stub, batch, True, seed=5)
-        cpu, dry_cpu = cpu_seconds(server), cpu_seconds(server) - cpu
-        stored = stream(stub, batch, False, seed=5)
-        stored_cpu = cpu_seconds(server) - cpu
-        decisions = db.count("tiering_decisions") - 2_000
-        changes = db.count("tiering_changes") - 2_000
-        audited = db.count("tiering_audit_log") - 2_000
+
+        def measured(**kw) -> tuple[float, float]:
+            """(customers/s, server CPU µs per customer) of one stream."""
+            cpu = cpu_seconds(server)
+            rate = stream(stub, batch, **kw)
+            return rate, (cpu_seconds(server) - cpu) / batch * 1e6
+
+        # Each RPC's stored run evaluates new customers (its own id range).
+        dry, dry_cpu = measured(dry_run=True, seed=5)
+        dry_b, dry_b_cpu = measured(dry_run=True, seed=5, batch_size=batch_size)
+        stored, stored_cpu = measured(dry_run=False, seed=5)
+        stored_b, stored_b_cpu = measured(dry_run=False, seed=5, start=60_000_000, batch_size=batch_size)
+        decisions = db.count("tiering_decisions") - 4_000
+        changes = db.count("tiering_changes") - 4_000
+        audited = db.count("tiering_audit_log") - 4_000
+        batches = {"batch_customers": batch, "batch_size": batch_size,
+                   "batch_stored_per_s": stored, "batch_dry_run_per_s": dry,
+                   "batches_stored_per_s": stored_b, "batches_dry_run_per_s": dry_b,
+                   "decisions_stored": decisions, "changes_stored": changes, "audit_records": audited,
+                   "server_cpu_us_per_customer_dry_run": dry_cpu,
+                   "server_cpu_us_per_customer_stored": stored_cpu,
+                   "batches_server_cpu_us_per_customer_dry_run": dry_b_cpu,
+                   "batches_server_cpu_us_per_customer_stored": stored_b_cpu}
+        if batches_only:
+            return batches
 
         health = health_pb2_grpc.HealthStub(suite.channel("tiering", "core_banking"))
         base = open_loop(lambda i: health.Check.future(health_pb2.HealthCheckRequest()), unary_rate, unary_seconds)
@@ -302,10 +347,7 @@ def bench_server(batch: int, unary_rate: float, unary_seconds: float) -> dict:
         unary = open_loop(lambda i: stub.EvaluateCustomer.future(pb.EvaluateCustomerRequest(
             customer=population[i % len(population)])), unary_rate, unary_seconds)
         unary_cpu = cpu_seconds(server) - cpu
-        return {**below, "batch_customers": batch, "batch_stored_per_s": stored, "batch_dry_run_per_s": dry,
-                "decisions_stored": decisions, "changes_stored": changes, "audit_records": audited,
-                "server_cpu_us_per_customer_dry_run": dry_cpu / batch * 1e6,
-                "server_cpu_us_per_customer_stored": stored_cpu / batch * 1e6,
+        return {**below, **batches,
                 "unary_rate": unary_rate, "unary_requests": len(unary),
                 "server_cpu_ms_per_unary_call": unary_cpu / len(unary) * 1e3,
                 "unary_p50_ms": pct(unary, 0.50), "unary_p99_ms": pct(unary, 0.99),
@@ -317,29 +359,31 @@ def bench_server(batch: int, unary_rate: float, unary_seconds: float) -> dict:
 
 
 def _shard_client(target: str, token: str, n: int, seed: int, start: int, shard: int, shards: int,
-                  ready, go, out) -> None:
+                  ready, go, out, batch_size: int = 0) -> None:
     """One client process: its shard of the stream, built before the clock starts."""
     from services.common.client import dial
 
     requests = [pb.EvaluateCustomerRequest(customer=to_proto(s))
                 for s in synthetic_customers(n, seed=seed, start=start)
                 if zlib.crc32(s.customer_id.encode()) % shards == shard]
+    messages = list(in_messages(requests, batch_size)) if batch_size else None
     stub = rpc.TieringServiceStub(dial(target, token))
     ready.set()
     go.wait()
     began = time.monotonic()
-    answered = sum(1 for a in stub.EvaluateCustomers(iter(requests)) if not a.HasField("error"))
+    answered = answered_ok(stub, messages=iter(messages)) if batch_size else answered_ok(stub, iter(requests))
     out.put((shard, len(requests), answered, began, time.monotonic()))
 
 
-def sharded_stream(targets: list[str], token: str, n: int, seed: int, start: int) -> float:
+def sharded_stream(targets: list[str], token: str, n: int, seed: int, start: int, batch_size: int = 0) -> float:
     """Customers/s of n stored evaluations sent as len(targets) hash-sharded streams at once."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     out, go = ctx.Queue(), ctx.Event()
     readies = [ctx.Event() for _ in targets]
-    workers = [ctx.Process(target=_shard_client, args=(t, token, n, seed, start, k, len(targets), readies[k], go, out))
+    workers = [ctx.Process(target=_shard_client,
+                           args=(t, token, n, seed, start, k, len(targets), readies[k], go, out, batch_size))
                for k, t in enumerate(targets)]
     for w in workers:
         w.start()
@@ -353,7 +397,7 @@ def sharded_stream(targets: list[str], token: str, n: int, seed: int, start: int
     return n / (max(r[4] for r in results) - min(r[3] for r in results))
 
 
-def bench_scale_out(batch: int, shards: int) -> dict:
+def bench_scale_out(batch: int, shards: int, batch_size: int = 500) -> dict:
     from services.common.testing import free_port, start_service_process
     from tests.e2e.harness import Suite
 
@@ -385,11 +429,16 @@ def bench_scale_out(batch: int, shards: int) -> dict:
                     raise TimeoutError(target)
                 time.sleep(0.2)
         sharded_stream(targets, token, 2_000 * shards, seed=98, start=30_000_000)          # warm-up, every server
+        sharded_stream(targets, token, 2_000 * shards, seed=98, start=31_000_000, batch_size=batch_size)
         one = sharded_stream(targets[:1], token, batch, seed=6, start=40_000_000)
+        one_b = sharded_stream(targets[:1], token, batch, seed=6, start=45_000_000, batch_size=batch_size)
         many = sharded_stream(targets, token, batch, seed=6, start=50_000_000)
-        return {"shards": shards, "customers_per_run": batch, "one_process_per_s": one, "sharded_per_s": many,
-                "decisions_stored": db.count("tiering_decisions") - 2_000 * shards,
-                "audit_records": db.count("tiering_audit_log") - 2_000 * shards}
+        many_b = sharded_stream(targets, token, batch, seed=6, start=55_000_000, batch_size=batch_size)
+        return {"shards": shards, "customers_per_run": batch, "batch_size": batch_size,
+                "one_process_per_s": one, "sharded_per_s": many,
+                "batches_one_process_per_s": one_b, "batches_sharded_per_s": many_b,
+                "decisions_stored": db.count("tiering_decisions") - 4_000 * shards,
+                "audit_records": db.count("tiering_audit_log") - 4_000 * shards}
     finally:
         for proc in extra:
             proc.terminate()
@@ -454,33 +503,62 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--shards", type=int, default=2, help="server processes / client streams of the scale-out")
     parser.add_argument("--scale-only", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=500, help="customers per EvaluateCustomerBatches message")
+    parser.add_argument("--batches-only", action="store_true",
+                        help="only EvaluateCustomers vs EvaluateCustomerBatches, one process and scale-out")
     args = parser.parse_args()
     if args.profile:
         profile_paths(args.in_process)
         return
     if args.scale_only:
-        print(json.dumps(bench_scale_out(args.batch, args.shards), indent=2))
+        so = bench_scale_out(args.batch, args.shards, args.batch_size)
+        print(json.dumps(so, indent=2))
+        print_scale_out(so)
+        return
+    if args.batches_only:
+        sv = bench_server(args.batch, 0, 0, args.batch_size, batches_only=True)
+        so = bench_scale_out(args.batch, args.shards, args.batch_size)
+        print(json.dumps({"server": sv, "scale_out": so}, indent=2))
+        print_batches(sv)
+        print_scale_out(so)
         return
     results = {"in_process": bench_in_process(args.in_process),
-               "server": bench_server(args.batch, args.unary_rate, args.unary_seconds),
-               "scale_out": bench_scale_out(args.batch, args.shards)}
+               "server": bench_server(args.batch, args.unary_rate, args.unary_seconds, args.batch_size),
+               "scale_out": bench_scale_out(args.batch, args.shards, args.batch_size)}
     ip, sv, so = results["in_process"], results["server"], results["scale_out"]
     print(json.dumps(results, indent=2))
     print(f"\nin-process: kequn {ip['kequn_per_s']:,.0f}/s = {ip['kequn_per_s'] / ip['zen_per_s']:.2f}x zen-engine "
           f"{ip['zen_version']} ({ip['zen_per_s']:,.0f}/s), {ip['kequn_per_s'] / ip['raw_one_at_a_time_per_s']:.2f}x "
           f"durable-rules one fact at a time ({ip['raw_one_at_a_time_per_s']:,.0f}/s); "
           f"answers differing from zen: {ip['zen_vs_kequn_mismatches']}")
+    print_batches(sv)
+    print(f"unary at {sv['unary_rate']:.0f} rps: p50 {sv['unary_p50_ms']:.1f} ms, p99 {sv['unary_p99_ms']:.1f} ms "
+          f"(health check: p50 {sv['health_p50_ms']:.1f} ms, p99 {sv['health_p99_ms']:.1f} ms; "
+          f"p99 ratio {sv['unary_p99_ms'] / sv['health_p99_ms']:.1f}x)")
+    print_scale_out(so)
+
+
+def print_batches(sv: dict) -> None:
     print(f"e2e batch into PostgreSQL: {sv['batch_stored_per_s']:,.0f} customers/s stored = "
           f"{sv['batch_stored_per_s'] / sv['batch_dry_run_per_s']:.2f}x the dry run ({sv['batch_dry_run_per_s']:,.0f}/s)")
     print(f"server CPU per customer: {sv['server_cpu_us_per_customer_stored']:.0f} us stored, "
           f"{sv['server_cpu_us_per_customer_dry_run']:.0f} us dry run "
           f"(= {1e6 / sv['server_cpu_us_per_customer_stored']:,.0f} stored customers/s per busy server core)")
-    print(f"unary at {sv['unary_rate']:.0f} rps: p50 {sv['unary_p50_ms']:.1f} ms, p99 {sv['unary_p99_ms']:.1f} ms "
-          f"(health check: p50 {sv['health_p50_ms']:.1f} ms, p99 {sv['health_p99_ms']:.1f} ms; "
-          f"p99 ratio {sv['unary_p99_ms'] / sv['health_p99_ms']:.1f}x)")
-    print(f"scale-out, {so['shards']} server processes + {so['shards']} hash-sharded streams: "
-          f"{so['sharded_per_s']:,.0f} customers/s stored = {so['sharded_per_s'] / so['one_process_per_s']:.2f}x "
-          f"one process with one stream ({so['one_process_per_s']:,.0f}/s)")
+    print(f"EvaluateCustomerBatches ({sv['batch_size']} per message): {sv['batches_stored_per_s']:,.0f}/s stored = "
+          f"{sv['batches_stored_per_s'] / sv['batch_stored_per_s']:.2f}x EvaluateCustomers; dry run "
+          f"{sv['batches_dry_run_per_s']:,.0f}/s = {sv['batches_dry_run_per_s'] / sv['batch_dry_run_per_s']:.2f}x; "
+          f"server CPU per customer {sv['batches_server_cpu_us_per_customer_stored']:.0f} us stored, "
+          f"{sv['batches_server_cpu_us_per_customer_dry_run']:.0f} us dry run")
+
+
+def print_scale_out(so: dict) -> None:
+    for label, one, many in (("EvaluateCustomers", so["one_process_per_s"], so["sharded_per_s"]),
+                             (f"EvaluateCustomerBatches ({so['batch_size']} per message)",
+                              so["batches_one_process_per_s"], so["batches_sharded_per_s"])):
+        print(f"scale-out {label}, {so['shards']} server processes + {so['shards']} hash-sharded streams: "
+              f"{many:,.0f} customers/s stored = {many / one:.2f}x one process with one stream ({one:,.0f}/s)")
+    print(f"EvaluateCustomerBatches / EvaluateCustomers: one process {so['batches_one_process_per_s'] / so['one_process_per_s']:.2f}x, "
+          f"{so['shards']} processes {so['batches_sharded_per_s'] / so['sharded_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

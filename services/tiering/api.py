@@ -18,6 +18,7 @@ from .store import Change, StoredDecision
 
 SERVICE_NAME = "kequn.tiering.v1.TieringService"
 BATCH_CHUNK = 500           # customers evaluated and written per transaction
+MAX_BATCH_MESSAGE = 5_000   # requests per EvaluateCustomerBatches message (documented in the proto)
 WATCH_PAGE = 500
 WATCH_POLL_SECONDS = 0.2    # other processes' appends are seen within this
 
@@ -110,14 +111,33 @@ class TieringApi(tiering_pb2_grpc.TieringServiceServicer):
         for chunk in read_ahead_chunks(request_iterator, BATCH_CHUNK):
             if not context.is_active():
                 return
-            outcomes = self.service.evaluate_batch_chunk([request_from_proto(r) for r in chunk])
-            shared: dict = {}
-            for outcome in outcomes:
-                if outcome.error is not None:
-                    yield tiering_pb2.TierDecision(customer_id=outcome.customer_id, dry_run=outcome.dry_run,
-                                                   error=to_status_proto(outcome.error))
-                else:
-                    yield decision_to_proto(outcome.stored, outcome.dry_run, shared)
+            yield from self._evaluate_chunk(chunk)
+
+    def EvaluateCustomerBatches(self, request_iterator, context):
+        # One request message at a time (no read-ahead): the client's batch is
+        # already a chunk, and gRPC's flow control holds back the next message
+        # until this one is answered, so memory stays flat at one message.
+        for message in request_iterator:
+            if len(message.requests) > MAX_BATCH_MESSAGE:
+                raise InvalidArgument(
+                    f"at most {MAX_BATCH_MESSAGE} requests per message",
+                    violations=[("requests", f"{len(message.requests)} requests, at most {MAX_BATCH_MESSAGE}")])
+            if not context.is_active():
+                return
+            decisions = []
+            for start in range(0, len(message.requests), BATCH_CHUNK):
+                decisions.extend(self._evaluate_chunk(message.requests[start:start + BATCH_CHUNK]))
+            yield tiering_pb2.EvaluateCustomerBatchesResponse(decisions=decisions)
+
+    def _evaluate_chunk(self, requests) -> list[tiering_pb2.TierDecision]:
+        """One transaction's worth of batch requests -> TierDecisions in order
+        (a refused item carries its error)."""
+        outcomes = self.service.evaluate_batch_chunk([request_from_proto(r) for r in requests])
+        shared: dict = {}
+        return [tiering_pb2.TierDecision(customer_id=o.customer_id, dry_run=o.dry_run,
+                                         error=to_status_proto(o.error)) if o.error is not None
+                else decision_to_proto(o.stored, o.dry_run, shared)
+                for o in outcomes]
 
     def GetCustomerTier(self, request, context):
         return decision_to_proto(self.service.get_customer_tier(request.customer_id))

@@ -238,6 +238,54 @@ class EvaluateCustomerRequest(_message.Message):
 Global___EvaluateCustomerRequest: _TypeAlias = EvaluateCustomerRequest  # noqa: Y015
 
 @_typing.final
+class EvaluateCustomerBatchesRequest(_message.Message):
+    """One batch of EvaluateCustomerBatches."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___EvaluateCustomerRequest]:
+        """At most 5,000 per message."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___EvaluateCustomerRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateCustomerBatchesRequest: _TypeAlias = EvaluateCustomerBatchesRequest  # noqa: Y015
+
+@_typing.final
+class EvaluateCustomerBatchesResponse(_message.Message):
+    """The answers to one EvaluateCustomerBatchesRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierDecision]:
+        """One per request, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        decisions: _abc.Iterable[Global___TierDecision] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateCustomerBatchesResponse: _TypeAlias = EvaluateCustomerBatchesResponse  # noqa: Y015
+
+@_typing.final
 class NextTier(_message.Message):
     """The next tier up and how far the customer is from it."""
 

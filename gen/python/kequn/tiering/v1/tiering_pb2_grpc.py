@@ -45,6 +45,11 @@ class TieringServiceStub:
                 request_serializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.EvaluateCustomerRequest.SerializeToString,
                 response_deserializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.TierDecision.FromString,
                 _registered_method=True)
+        self.EvaluateCustomerBatches = channel.stream_stream(
+                '/kequn.tiering.v1.TieringService/EvaluateCustomerBatches',
+                request_serializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.EvaluateCustomerBatchesRequest.SerializeToString,
+                response_deserializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.EvaluateCustomerBatchesResponse.FromString,
+                _registered_method=True)
         self.GetCustomerTier = channel.unary_unary(
                 '/kequn.tiering.v1.TieringService/GetCustomerTier',
                 request_serializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.GetCustomerTierRequest.SerializeToString,
@@ -77,6 +82,18 @@ class TieringServiceServicer:
     def EvaluateCustomers(self, request_iterator, context):
         """The nightly batch: one TierDecision per request, in order. A bad item
         answers with its error in TierDecision.error and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateCustomerBatches(self, request_iterator, context):
+        """The nightly batch with many customers per stream message (cheaper than
+        EvaluateCustomers: gRPC's cost is per message). Each request message
+        carries a client-chosen batch (e.g. 500; more than 5,000 is refused with
+        INVALID_ARGUMENT) and is answered by one response message with one
+        TierDecision per request, in the same order; a bad item answers with its
+        error in TierDecision.error and the stream goes on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +134,11 @@ def add_TieringServiceServicer_to_server(servicer, server):
                     servicer.EvaluateCustomers,
                     request_deserializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.EvaluateCustomerRequest.FromString,
                     response_serializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.TierDecision.SerializeToString,
+            ),
+            'EvaluateCustomerBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.EvaluateCustomerBatches,
+                    request_deserializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.EvaluateCustomerBatchesRequest.FromString,
+                    response_serializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.EvaluateCustomerBatchesResponse.SerializeToString,
             ),
             'GetCustomerTier': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCustomerTier,
@@ -189,6 +211,33 @@ class TieringService:
             '/kequn.tiering.v1.TieringService/EvaluateCustomers',
             kequn_dot_tiering_dot_v1_dot_tiering__pb2.EvaluateCustomerRequest.SerializeToString,
             kequn_dot_tiering_dot_v1_dot_tiering__pb2.TierDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateCustomerBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kequn.tiering.v1.TieringService/EvaluateCustomerBatches',
+            kequn_dot_tiering_dot_v1_dot_tiering__pb2.EvaluateCustomerBatchesRequest.SerializeToString,
+            kequn_dot_tiering_dot_v1_dot_tiering__pb2.EvaluateCustomerBatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

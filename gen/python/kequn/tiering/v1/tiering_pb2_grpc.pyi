@@ -48,6 +48,14 @@ class TieringServiceStub:
     """The nightly batch: one TierDecision per request, in order. A bad item
     answers with its error in TierDecision.error and the stream goes on.
     """
+    EvaluateCustomerBatches: _grpc.StreamStreamMultiCallable[_tiering_pb2.EvaluateCustomerBatchesRequest, _tiering_pb2.EvaluateCustomerBatchesResponse]
+    """The nightly batch with many customers per stream message (cheaper than
+    EvaluateCustomers: gRPC's cost is per message). Each request message
+    carries a client-chosen batch (e.g. 500; more than 5,000 is refused with
+    INVALID_ARGUMENT) and is answered by one response message with one
+    TierDecision per request, in the same order; a bad item answers with its
+    error in TierDecision.error and the stream goes on.
+    """
     GetCustomerTier: _grpc.UnaryUnaryMultiCallable[_tiering_pb2.GetCustomerTierRequest, _tiering_pb2.TierDecision]
     """The latest stored decision of a customer (NOT_FOUND if never evaluated)."""
     ListTierChanges: _grpc.UnaryUnaryMultiCallable[_tiering_pb2.ListTierChangesRequest, _tiering_pb2.ListTierChangesResponse]
@@ -70,6 +78,14 @@ class TieringServiceAsyncStub(TieringServiceStub):
     EvaluateCustomers: _aio.StreamStreamMultiCallable[_tiering_pb2.EvaluateCustomerRequest, _tiering_pb2.TierDecision]  # type: ignore[assignment]
     """The nightly batch: one TierDecision per request, in order. A bad item
     answers with its error in TierDecision.error and the stream goes on.
+    """
+    EvaluateCustomerBatches: _aio.StreamStreamMultiCallable[_tiering_pb2.EvaluateCustomerBatchesRequest, _tiering_pb2.EvaluateCustomerBatchesResponse]  # type: ignore[assignment]
+    """The nightly batch with many customers per stream message (cheaper than
+    EvaluateCustomers: gRPC's cost is per message). Each request message
+    carries a client-chosen batch (e.g. 500; more than 5,000 is refused with
+    INVALID_ARGUMENT) and is answered by one response message with one
+    TierDecision per request, in the same order; a bad item answers with its
+    error in TierDecision.error and the stream goes on.
     """
     GetCustomerTier: _aio.UnaryUnaryMultiCallable[_tiering_pb2.GetCustomerTierRequest, _tiering_pb2.TierDecision]  # type: ignore[assignment]
     """The latest stored decision of a customer (NOT_FOUND if never evaluated)."""
@@ -102,6 +118,20 @@ class TieringServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_tiering_pb2.TierDecision], _abc.AsyncIterator[_tiering_pb2.TierDecision]]:
         """The nightly batch: one TierDecision per request, in order. A bad item
         answers with its error in TierDecision.error and the stream goes on.
+        """
+
+    @_abc_1.abstractmethod
+    def EvaluateCustomerBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_tiering_pb2.EvaluateCustomerBatchesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tiering_pb2.EvaluateCustomerBatchesResponse], _abc.AsyncIterator[_tiering_pb2.EvaluateCustomerBatchesResponse]]:
+        """The nightly batch with many customers per stream message (cheaper than
+        EvaluateCustomers: gRPC's cost is per message). Each request message
+        carries a client-chosen batch (e.g. 500; more than 5,000 is refused with
+        INVALID_ARGUMENT) and is answered by one response message with one
+        TierDecision per request, in the same order; a bad item answers with its
+        error in TierDecision.error and the stream goes on.
         """
 
     @_abc_1.abstractmethod
