@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from services.common.auth import generate_dev_tokens
@@ -58,3 +59,19 @@ def dev_tokens(tmpdir: str | os.PathLike) -> DevTokens:
     tokens = DevTokens(generate_dev_tokens(path))
     tokens.path = path
     return tokens
+
+
+@contextmanager
+def calling_as(name: str, request_id: str, role: str = "operations"):
+    """What the server's interceptors set for an RPC — the principal and the
+    x-request-id — for tests that call a use case directly."""
+    from services.common import auth
+    from services.common import logging as kequn_logging
+
+    principal = auth._principal.set(auth.Principal(name, frozenset({role})))
+    request = kequn_logging._request_id.set(request_id)
+    try:
+        yield
+    finally:
+        kequn_logging._request_id.reset(request)
+        auth._principal.reset(principal)

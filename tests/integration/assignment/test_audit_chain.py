@@ -5,15 +5,13 @@ row breaks it at that row. ListAuditEvents serves the same chain."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
 from services.assignment.store import audit_log
-from services.common import auth
-from services.common import logging as kequn_logging
+from services.common import testing
 from services.common.audit import verify_chain
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -21,16 +19,8 @@ from .conftest import customers, org
 from .test_assignment_service import managers, team
 
 
-@contextmanager
 def calling_as(name: str, request_id: str):
-    """What the server's interceptors set for an RPC: the principal and x-request-id."""
-    p = auth._principal.set(auth.Principal(name, frozenset({"operations"})))
-    r = kequn_logging._request_id.set(request_id)
-    try:
-        yield
-    finally:
-        kequn_logging._request_id.reset(r)
-        auth._principal.reset(p)
+    return testing.calling_as(name, request_id, "operations")
 
 
 class Trail:

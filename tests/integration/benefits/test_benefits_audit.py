@@ -4,14 +4,12 @@ refused requests and replays write nothing (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select, update
 
 from services.benefits.store import audit_log
-from services.common import auth
-from services.common import logging as kequn_logging
+from services.common import testing
 from services.common.audit import verify_chain
 from services.common.errors import FailedPrecondition, ResourceExhausted
 
@@ -21,16 +19,8 @@ GIFT_ENTRY = {"name": "audit gift", "kind": "GIFT", "physical": True, "points_co
 CUSTOMER = "C-AFF-PAY"  # PAYROLL: granted by benefit.payday_coupon
 
 
-@contextmanager
 def calling_as(name: str, request_id: str):
-    """What the server's interceptors set for an RPC: the principal and x-request-id."""
-    p = auth._principal.set(auth.Principal(name, frozenset({"operations"})))
-    r = kequn_logging._request_id.set(request_id)
-    try:
-        yield
-    finally:
-        kequn_logging._request_id.reset(r)
-        auth._principal.reset(p)
+    return testing.calling_as(name, request_id, "operations")
 
 
 def engine_of(svc):

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select, update
 
-from services.common import auth
-from services.common import logging as kequn_logging
+from services.common import testing
 from services.common.audit import verify_chain
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from services.scoring.store import audit_log, results, values
@@ -22,16 +20,8 @@ from .conftest import metric
 RM, WA = "REMOTE_MANAGER", "WEALTH_ADVISOR"
 
 
-@contextmanager
 def calling_as(name: str, request_id: str):
-    """What the server's interceptors set for an RPC: the principal and x-request-id."""
-    p = auth._principal.set(auth.Principal(name, frozenset({"hr"})))
-    r = kequn_logging._request_id.set(request_id)
-    try:
-        yield
-    finally:
-        kequn_logging._request_id.reset(r)
-        auth._principal.reset(p)
+    return testing.calling_as(name, request_id, "hr")
 
 
 def records(scoring) -> list:

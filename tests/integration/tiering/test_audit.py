@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select, update
 
-from services.common import auth
-from services.common import logging as kequn_logging
+from services.common import testing
 from services.common.audit import verify_chain
 from services.common.errors import InvalidArgument
 from services.tiering.domain import Snapshot
@@ -18,16 +16,8 @@ from services.tiering.service import EvaluateRequest
 from services.tiering.store import audit_log
 
 
-@contextmanager
 def calling_as(name: str, request_id: str):
-    """What the server's interceptors set for an RPC: the principal and x-request-id."""
-    p = auth._principal.set(auth.Principal(name, frozenset({"core_banking"})))
-    r = kequn_logging._request_id.set(request_id)
-    try:
-        yield
-    finally:
-        kequn_logging._request_id.reset(r)
-        auth._principal.reset(p)
+    return testing.calling_as(name, request_id, "core_banking")
 
 
 def records(harness) -> list:
