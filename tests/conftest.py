@@ -12,6 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+# The tests start servers as subprocesses while gRPC is loaded in pytest: keep
+# gRPC's fork handlers out of the forked children (grpc/grpc#43055), before
+# anything imports grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 _ROOT = Path(__file__).resolve().parents[1]
 for _p in (_ROOT / "gen" / "python", _ROOT):
     if str(_p) not in sys.path:

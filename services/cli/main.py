@@ -4,13 +4,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
-import grpc
+# `kequn up` forks the services while gRPC is loaded here: with gRPC's fork
+# support on, the child's restarted poller can hit the epoll fd that
+# subprocess closes before exec and abort the child (grpc/grpc#43055).
+# Set before grpc is imported, since gRPC reads it at start-up.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from services.common.config import ServiceConfig
+import grpc  # noqa: E402
 
-from . import registry, rules_cmd, up
+from services.common.config import ServiceConfig  # noqa: E402
+
+from . import registry, rules_cmd, up  # noqa: E402
 
 
 def cmd_serve(args) -> int:

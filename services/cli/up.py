@@ -59,7 +59,9 @@ def cmd_up(args) -> int:
     processes: dict[str, subprocess.Popen] = {}
     logs = data_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    # Ctrl-C goes to the whole process group; we stop the children ourselves, in order.
+    # Ctrl-C goes to the whole process group; the children get their own
+    # (process_group=0, set without running Python in the forked child) and we
+    # stop them ourselves, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
@@ -68,7 +70,7 @@ def cmd_up(args) -> int:
             # One JSON line per RPC is for log shippers, not for this terminal.
             log = None if args.logs_here else open(logs / f"{name}.log", "ab")
             processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
-                                               stdout=log, stderr=log, preexec_fn=os.setpgrp)
+                                               stdout=log, stderr=log, process_group=0)
             _wait_healthy(name, processes[name], f"{config.host}:{config.grpc_port}")
             print(f"  {name:<11} gRPC {config.host}:{config.grpc_port}   metrics "
                   f"http://{config.host}:{config.metrics_port}/metrics   db {config.database_url}", flush=True)
