@@ -25,6 +25,7 @@ import grpc
 import yaml
 
 from services.common.errors import Unauthenticated
+from services.common.grpc_errors import abort_status
 from services.common.rpc import CallContext, metadata_value, reset_quietly, scoped, wrap_handler
 from services.common.tls import peer_identities
 
@@ -267,11 +268,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
             else:  # mTLS: the verified client certificate names the caller
                 principal = self.tokens.authenticate_certificate(peer_identities(ctx))
             if principal is None:
-                ctx.abort(grpc.StatusCode.UNAUTHENTICATED,
-                          "missing, invalid or expired bearer token or client certificate")
+                abort_status(ctx, grpc.StatusCode.UNAUTHENTICATED,
+                             "missing, invalid or expired bearer token or client certificate", "UNAUTHENTICATED")
             ctx.fields["principal"] = principal.name
             if not self.policy.allows(principal, method):
-                ctx.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.name} may not call {method}")
+                abort_status(ctx, grpc.StatusCode.PERMISSION_DENIED, f"{principal.name} may not call {method}",
+                             "PERMISSION_DENIED", {"principal": principal.name, "method": method})
             return request, ctx, _principal.set(principal)
 
         return wrap_handler(handler, scoped(admit, lambda token: reset_quietly(_principal, token)))

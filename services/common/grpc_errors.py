@@ -4,6 +4,9 @@ Callers get a code they can act on and a message that is safe to show:
 KequnError keeps its message (with google.rpc.BadRequest details for
 InvalidArgument); database trouble becomes UNAVAILABLE or ABORTED; anything
 else becomes INTERNAL with an error id that points at the logged traceback.
+Every status carries google.rpc.ErrorInfo (domain kequn.bank, a stable
+reason, metadata) so programs never parse the message; retryable ones also
+carry google.rpc.RetryInfo.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import uuid
 
 import grpc
+from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -32,6 +36,7 @@ _CODES: dict[type[errors.KequnError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -42,30 +47,59 @@ def _status(code: grpc.StatusCode, message: str, details=()) -> status_pb2.Statu
     return st
 
 
+def error_details(reason: str, metadata: dict[str, str] | None = None,
+                  retry_after: float | None = None) -> list:
+    """ErrorInfo (and RetryInfo when the caller should retry after a pause)."""
+    details: list = [error_details_pb2.ErrorInfo(reason=reason, domain=errors.ERROR_DOMAIN,
+                                                 metadata=metadata or {})]
+    if retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry_after * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    return details
+
+
+def status_proto(code: grpc.StatusCode, message: str, reason: str,
+                 metadata: dict[str, str] | None = None, retry_after: float | None = None,
+                 extra=()) -> status_pb2.Status:
+    # Extra details (BadRequest) first: clients written before ErrorInfo read details[0].
+    return _status(code, message, (*extra, *error_details(reason, metadata, retry_after)))
+
+
+def abort_status(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, reason: str,
+                 metadata: dict[str, str] | None = None, retry_after: float | None = None) -> None:
+    """context.abort with ErrorInfo: for layers that refuse without an exception."""
+    context.abort_with_status(rpc_status.to_status(status_proto(code, message, reason, metadata, retry_after)))
+
+
 def to_status_proto(exc: BaseException) -> status_pb2.Status:
     """The google.rpc.Status a caller should see for `exc` (also used for
     per-item errors inside streams, e.g. TierDecision.error)."""
     for cls in type(exc).__mro__:
         if cls in _CODES:
-            details = ()
+            extra = ()
             if isinstance(exc, errors.InvalidArgument) and exc.violations:
-                details = (error_details_pb2.BadRequest(field_violations=[
+                extra = (error_details_pb2.BadRequest(field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
                     for f, d in exc.violations
                 ]),)
-            return _status(_CODES[cls], exc.message, details)
+            return status_proto(_CODES[cls], exc.message, exc.reason, exc.metadata, exc.retry_after, extra)
     if is_conflict(exc):
-        return _status(grpc.StatusCode.ABORTED, "aborted: concurrent modification, retry")
+        return status_proto(grpc.StatusCode.ABORTED, "aborted: concurrent modification, retry",
+                            "CONFLICT", retry_after=errors.Aborted.default_retry_after)
     if is_unavailable(exc):
         log.warning("database unavailable: %s", exc)
-        return _status(grpc.StatusCode.UNAVAILABLE, "database unavailable")
+        return status_proto(grpc.StatusCode.UNAVAILABLE, "database unavailable", "DEPENDENCY_UNAVAILABLE",
+                            {"dependency": "database"}, errors.Unavailable.default_retry_after)
     if isinstance(exc, grpc.RpcError) and exc.code() in (  # a call to another service failed
             grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         log.warning("dependency unavailable: %s %s", exc.code(), exc.details())
-        return _status(grpc.StatusCode.UNAVAILABLE, "dependency unavailable")
+        return status_proto(grpc.StatusCode.UNAVAILABLE, "dependency unavailable", "DEPENDENCY_UNAVAILABLE",
+                            retry_after=errors.Unavailable.default_retry_after)
     error_id = uuid.uuid4().hex[:16]
     log.error("unhandled error %s", error_id, exc_info=exc)
-    return _status(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")
+    return status_proto(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})", "INTERNAL",
+                        {"error_id": error_id})
 
 
 def to_grpc_status(exc: BaseException) -> grpc.Status:

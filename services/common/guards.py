@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import grpc
 
 from services.common import errors
-from services.common.grpc_errors import abort_with
+from services.common.grpc_errors import abort_status, abort_with
 from services.common.rpc import CallContext, reset_quietly, scoped, wrap_handler
 
 _call: contextvars.ContextVar[grpc.ServicerContext | None] = contextvars.ContextVar("kequn_call", default=None)
@@ -85,7 +85,8 @@ class GuardInterceptor(grpc.ServerInterceptor):
             ctx = CallContext.of(context)
             remaining = ctx.time_remaining()
             if remaining is not None and remaining <= 0:
-                ctx.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the work started")
+                abort_status(ctx, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the work started",
+                             "DEADLINE_EXCEEDED")
             if request_streaming:
                 request = _checked_stream(request)
             elif isinstance(request, _Undecodable):

@@ -111,3 +111,43 @@ def test_unexpected_error_is_internal_with_error_id_logged_not_sent(caplog):
 def test_programming_error_is_internal_not_unavailable():
     st = to_status_proto(_dbapi_error(Exception("syntax error"), sa_exc.ProgrammingError))
     assert st.code == code_pb2.INTERNAL
+
+
+def _details(status, cls):
+    decoded = rpc_status.from_call(type("C", (), {
+        "code": lambda self: status.code, "details": lambda self: status.details,
+        "trailing_metadata": lambda self: status.trailing_metadata})())
+    found = []
+    for any_ in decoded.details:
+        msg = cls()
+        if any_.Unpack(msg):
+            found.append(msg)
+    return found
+
+
+def test_every_status_carries_error_info_with_reason_domain_and_metadata():
+    exc = errors.ResourceExhausted("gift is out of stock", reason="OUT_OF_STOCK",
+                                   metadata={"benefit_id": "GIFT", "on_hand": 0})
+    status = to_grpc_status(exc)
+    [info] = _details(status, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.domain) == ("OUT_OF_STOCK", "kequn.bank")
+    assert dict(info.metadata) == {"benefit_id": "GIFT", "on_hand": "0"}
+    assert _details(status, error_details_pb2.RetryInfo) == []  # sold out: do not retry
+
+
+def test_overload_and_unavailability_carry_retry_info():
+    for exc, code, reason in ((errors.Overloaded(), grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
+                              (errors.Unavailable(), grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")):
+        status = to_grpc_status(exc)
+        assert status.code == code
+        [info] = _details(status, error_details_pb2.ErrorInfo)
+        assert info.reason == reason
+        [retry] = _details(status, error_details_pb2.RetryInfo)
+        assert retry.retry_delay.ToNanoseconds() > 0
+
+
+def test_unexpected_errors_are_internal_with_an_error_id_reason():
+    status = to_grpc_status(RuntimeError("boom"))
+    [info] = _details(status, error_details_pb2.ErrorInfo)
+    assert status.code == grpc.StatusCode.INTERNAL and info.reason == "INTERNAL"
+    assert info.metadata["error_id"] in status.details and "boom" not in status.details
