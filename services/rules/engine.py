@@ -11,20 +11,29 @@ Facts about durable-rules this module is built around (ARCHITECTURE.md):
   background timer threads would call into the same handles unlocked; our
   rules have no timers, so nothing is lost;
 - a registered ruleset cannot be replaced: each load gets a fresh engine
-  name (``tiering.default@v7#3``), and unloading frees the old handle.
+  name (``tiering.default@v7#3``), and unloading frees the old handle;
+- the C core trusts its input: a fact with a 255th property, a value over
+  16 MB, ``Infinity``, an object inside a list wider than 255, or a ``sid``
+  or ``id`` of the caller's makes it drop the rest of the batch, leak a
+  session or segfault. ``fact_problem`` refuses such a fact before it is
+  serialised, here, so no caller can bypass it (``FactRefused``, per item).
 """
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 import durable_rules_engine as _core
 
-from .compiler import SENTINEL_FIELD, CompiledRule, CompiledRuleset
+from services.common.errors import InvalidArgument
+
+from .compiler import SEEN_RULE, SENTINEL_FIELD, CompiledRule, CompiledRuleset
 
 BATCH = 500  # facts asserted per call: the engine's sweet spot measured here
 _OK, _NOT_HANDLED = 0, 1
@@ -58,6 +67,116 @@ class EngineError(RuntimeError):
     pass
 
 
+# What one fact may hold (durable-rules' C core, src/rules/state.h and
+# events.c, 2.0.28): 255 properties per JSON object, and the 255th already
+# fails (we send ``sid`` and ``id`` too); 16 MB per value; names and nested
+# names copied onto the C stack. Our limits keep a margin below each.
+MAX_FACT_FIELDS = 248          # caller's properties per fact, nested ones counted (+ sid, id = 250 < 255)
+MAX_FACT_DEPTH = 8             # nesting of mappings and lists
+MAX_FACT_NAME_CHARS = 256      # a field's full dotted name
+MAX_FACT_CHARS = 1_000_000     # the whole fact as JSON (≤ 4 MB of UTF-8, far below the 16 MB per value)
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1  # the core reads integers with atoll
+RESERVED_FIELDS = frozenset({"sid", "id", SENTINEL_FIELD})  # the engine's own: a caller's would
+# mix up sessions (a leaked sid each) or answers (a foreign id)
+
+
+class FactRefused(InvalidArgument):
+    """One input does not fit the rule engine: refused before it reaches the
+    C core. ``index`` is its position in the batch evaluated."""
+
+    def __init__(self, problem: str, index: int = 0, limit: str = ""):
+        super().__init__(f"the input does not fit the rule engine: {problem}",
+                         violations=[("input", problem)], reason="INVALID_INPUT",
+                         metadata={"limit": limit} if limit else None)
+        self.problem = problem
+        self.index = index
+        self.limit = limit
+
+
+_SCALARS = (str, bool, int, float, type(None))
+_HASH_ID, _HASH_SID = 926444256, 3593476751  # the core's hashes of "id" and "sid" (state.h)
+
+
+@lru_cache(maxsize=8192)
+def _takes_engine_hash(name: str) -> bool:
+    """The core finds ``id`` and ``sid`` by a 32-bit FNV-1a hash of the name
+    as written in the JSON (bytes as signed char): a name forged to collide
+    would pass for them. Field names repeat, so each is hashed once."""
+    h = 0x811C9DC5
+    for b in json.dumps(name, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass"):
+        h = ((h ^ (b if b < 128 else (b - 256) & 0xFFFFFFFF)) * 16777619) & 0xFFFFFFFF
+    return h in (_HASH_ID, _HASH_SID)
+
+
+def _value_problem(name: str, value: Any, depth: int) -> tuple[str, str] | None:
+    """(problem, limit) for one value, or None; ``name`` is its dotted path."""
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            return f"{name}: integer outside the 64-bit range", "int64"
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (f"{name}: {value} is not a finite number", "finite_number")
+    if isinstance(value, (list, tuple)):
+        if depth >= MAX_FACT_DEPTH:
+            return f"{name}: nested deeper than {MAX_FACT_DEPTH} levels", "max_depth"
+        for i, item in enumerate(value):
+            # The core parses each mapping in a list as an object of its own
+            # (255 properties, no check): lists hold plain values only.
+            if not isinstance(item, _SCALARS):
+                return f"{name}[{i}]: a list holds strings, numbers, booleans or null only", "list_items"
+            problem = _value_problem(f"{name}[{i}]", item, depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, Mapping):
+        return None  # counted and checked by _fields_problem
+    return f"{name}: unsupported value of type {type(value).__name__}", "value_type"
+
+
+def _fields_problem(fact: Mapping[str, Any], prefix: str, depth: int, count: list[int]) -> tuple[str, str] | None:
+    count[0] += len(fact)
+    if count[0] > MAX_FACT_FIELDS:
+        return (f"more than {MAX_FACT_FIELDS} fields (nested fields and attributes counted): "
+                f"the rule engine takes at most {MAX_FACT_FIELDS} per input"), "max_fields"
+    for key, value in fact.items():
+        if type(key) is not str:
+            return f"field name {key!r} is not a string", "field_name"
+        name = f"{prefix}.{key}" if prefix else key
+        if len(name) > MAX_FACT_NAME_CHARS:
+            return f"field name {name[:40]!r}... longer than {MAX_FACT_NAME_CHARS} characters", "max_name_chars"
+        if (not prefix and (key in RESERVED_FIELDS or key[:1] == "$")) or _takes_engine_hash(name):
+            return f"field name {name[:40]!r} is reserved by the rule engine", "reserved_field"
+        kind = type(value)
+        if kind is str or kind is bool or value is None:  # the common case first: this runs per fact
+            continue
+        if kind is dict or (kind not in (int, float, list, tuple) and isinstance(value, Mapping)):
+            if depth + 1 >= MAX_FACT_DEPTH:
+                return f"{name}: nested deeper than {MAX_FACT_DEPTH} levels", "max_depth"
+            problem = _fields_problem(value, name, depth + 1, count)
+        else:
+            problem = _value_problem(name, value, depth)
+        if problem:
+            return problem
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def fact_problem(fact: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Why ``fact`` (as ``to_fact`` built it, without ``sid`` and ``id``)
+    would break the C core, as (problem, limit name); None if it fits. Its
+    size and encoding are checked on its JSON text (``RuleEngine._payload``)."""
+    return _fields_problem(fact, "", 0, [0])
+
+
 def merge_outcome(fired: Sequence[CompiledRule], list_keys: Iterable[str]) -> dict[str, Any]:
     """Scalars: the highest-priority rule wins (document order breaks ties).
     List keys: the union over all fired rules, in that same order."""
@@ -81,10 +200,11 @@ def _flatten(prefix: str, value: Mapping[str, Any], into: dict[str, Any]) -> Non
             into[f"{prefix}.{key}"] = item
 
 
-def to_fact(values: Mapping[str, Any], sid: str, fact_id: int) -> dict[str, Any]:
+def to_fact(values: Mapping[str, Any], sid: str | None = None, fact_id: int | None = None) -> dict[str, Any]:
     """Drops absent (None) values so ``exists`` means "the caller said it";
-    nested mappings (``attributes``) become dotted keys."""
-    fact: dict[str, Any] = {"sid": sid, "id": fact_id}
+    nested mappings (``attributes``) become dotted keys. Without ``sid``,
+    the fact is built without the engine's ``sid`` and ``id``."""
+    fact: dict[str, Any] = {} if sid is None else {"sid": sid, "id": fact_id}
     for key, value in values.items():
         if value is None:
             continue
@@ -126,12 +246,24 @@ class LoadedRuleset:
         return self.compiled.name
 
     def evaluate(self, values: Mapping[str, Any]) -> Evaluation:
+        """Raises FactRefused when ``values`` does not fit the engine."""
         return self.evaluate_many([values])[0]
 
     def evaluate_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
-        results: list[Evaluation] = []
+        """All or nothing: raises the first input's FactRefused (its
+        ``index`` says which), before anything reaches the engine."""
+        results = self.evaluate_each(inputs)
+        for result in results:
+            if isinstance(result, FactRefused):
+                raise result
+        return results  # type: ignore[return-value]
+
+    def evaluate_each(self, inputs: Sequence[Mapping[str, Any]]) -> list[Evaluation | FactRefused]:
+        """Per item, for batches: an input that does not fit the engine gets
+        its FactRefused in place; the others are evaluated."""
+        results: list[Evaluation | FactRefused] = []
         for start in range(0, len(inputs), BATCH):
-            results.extend(self.engine._evaluate(self, inputs[start:start + BATCH]))
+            results.extend(self.engine._evaluate(self, inputs[start:start + BATCH], start))
         return results
 
 
@@ -168,16 +300,48 @@ class RuleEngine:
         with self._lock:
             return list(self._loaded)
 
-    def _evaluate(self, loaded: LoadedRuleset, inputs: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
-        sid = f"e{next(self._sids)}"
-        facts = [to_fact(values, sid, i) for i, values in enumerate(inputs)]
-        # One sentinel fact per session matches an internal rule, so a session
-        # always has an action to drain: when *no* fact of a session matched,
-        # durable-rules returns a state handle that crashes the process.
-        facts.append({"sid": sid, "id": -1, SENTINEL_FIELD: 1})
+    @staticmethod
+    def _payload(inputs: Sequence[Mapping[str, Any]], sid: str, offset: int) -> tuple[str, dict[int, FactRefused]]:
+        """The JSON array asserted into the core, and the inputs refused.
+
+        Sentinel facts open and close each session; each matches an internal
+        rule. The first makes sure the session exists (when *no* fact of a
+        session matched, durable-rules returns a state handle that crashes
+        the process); the last proves the core read every fact (after a fact
+        it cannot parse it silently drops the rest of the batch)."""
+        refused: dict[int, FactRefused] = {}
+        facts: list[dict[str, Any]] = [{"sid": sid, "id": -1, SENTINEL_FIELD: 1}]
+        for i, values in enumerate(inputs):
+            fact = to_fact(values)
+            problem = fact_problem(fact)
+            if problem:
+                refused[i] = FactRefused(problem[0], offset + i, problem[1])
+            else:
+                facts.append({"sid": sid, "id": i, **fact})
+        facts.append({"sid": sid, "id": -2, SENTINEL_FIELD: 1})
         payload = json.dumps(facts, ensure_ascii=False)
+        if len(payload) <= MAX_FACT_CHARS and (payload.isascii() or _encodes(payload)):
+            return payload, refused  # the common case: no fact can be too large or badly encoded
+        kept = []
+        for fact in facts:  # find the culprits, one fact at a time
+            text = json.dumps(fact, ensure_ascii=False)
+            if len(text) > MAX_FACT_CHARS:
+                refused[fact["id"]] = FactRefused(f"larger than {MAX_FACT_CHARS} characters as JSON",
+                                                  offset + fact["id"], "max_chars")
+            elif not (text.isascii() or _encodes(text)):
+                refused[fact["id"]] = FactRefused("a string is not valid Unicode (a lone surrogate)",
+                                                  offset + fact["id"], "unicode")
+            else:
+                kept.append(text)
+        return "[" + ", ".join(kept) + "]", refused
+
+    def _evaluate(self, loaded: LoadedRuleset, inputs: Sequence[Mapping[str, Any]],
+                  offset: int = 0) -> list[Evaluation | FactRefused]:
+        sid = f"e{next(self._sids)}"
+        payload, refused = self._payload(inputs, sid, offset)
         matches: list[list[CompiledRule]] = [[] for _ in inputs]
         rule = loaded.compiled.rule
+        ended = False
         with self._lock:
             if loaded.unloaded:
                 raise EngineError(f"{loaded.engine_name} was unloaded")
@@ -196,17 +360,24 @@ class RuleEngine:
                         engine_rule, fact_id = frame.group(1), int(frame.group(2))
                         if engine_rule in loaded.compiled.rule_names:
                             matches[fact_id].append(rule(engine_rule))
-                    else:  # the sentinel, the session's own state fact, or an unexpected shape
+                    else:  # the sentinels, the session's own state fact, or an unexpected shape
                         for engine_rule, matched in json.loads(message).items():
                             fact_id = matched["m"].get("id")
-                            if (isinstance(fact_id, int) and 0 <= fact_id < len(matches)
+                            if fact_id == -2 and engine_rule == SEEN_RULE:
+                                ended = True
+                            elif (isinstance(fact_id, int) and 0 <= fact_id < len(matches)
                                     and engine_rule in loaded.compiled.rule_names):
                                 matches[fact_id].append(rule(engine_rule))
                     message = _core.complete_and_start_action(handle, state)
             finally:
                 _core.delete_state(handle, sid)
-        evaluations = []
-        for fired in matches:
+        if not ended:
+            raise EngineError("durable-rules stopped before the end of the batch")
+        evaluations: list[Evaluation | FactRefused] = []
+        for i, fired in enumerate(matches):
+            if i in refused:
+                evaluations.append(refused[i])
+                continue
             rules, outcome = loaded.merged(fired)
             # Each caller gets its own outcome (lists included) to change at will.
             evaluations.append(Evaluation(
