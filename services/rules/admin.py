@@ -13,7 +13,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
 from .compiler import compile_document
 from .document import RulesetDocument, from_mapping, parse_yaml
-from .engine import RuleEngine
+from .engine import FactRefused, RuleEngine
 from .examples import ExampleResult, run_examples
 from .kinds import KindRegistry, Problem
 from .store import RuleStore, VersionRecord
@@ -36,6 +36,7 @@ class Simulation:
     total: int
     changed: int
     transitions: tuple[Transition, ...]
+    problems: tuple[Problem, ...] = ()   # items left out of the counts, with why ("sample[i]")
 
 
 def problems_error(problems: Sequence[Problem], what: str = "document") -> InvalidArgument:
@@ -99,9 +100,12 @@ class RuleAdmin:
             raise FailedPrecondition("refusing to roll back: " + "; ".join(map(str, result.problems)))
         return self.store.rollback(name, to_version, actor, reason, request_id)
 
-    def simulate(self, name: str, version: int, sample: Sequence[Mapping[str, Any]]) -> Simulation:
+    def simulate(self, name: str, version: int, sample: Sequence[Mapping[str, Any] | Problem],
+                 ) -> Simulation:
         """What would change for ``sample`` against the active version: a
-        migration matrix per scalar outcome (e.g. tier from → to)."""
+        migration matrix per scalar outcome (e.g. tier from → to). An item
+        the engine refuses (or a Problem the caller already found) is
+        reported in ``problems`` and left out of the counts."""
         candidate_record, candidate = self.document(name, version)
         kind = self.kinds.get(candidate.kind)
         if kind is None:
@@ -113,9 +117,18 @@ class RuleAdmin:
         keys = list_keys(kind)
         new = self.engine.load(compile_document(candidate), candidate_record.version, keys)
         old = self.engine.load(compile_document(current), active_record.version, keys) if current else None
+        problems = [item for item in sample if isinstance(item, Problem)]
+        positions = [i for i, item in enumerate(sample) if not isinstance(item, Problem)]
+        items = [sample[i] for i in positions]
         try:
-            after = new.evaluate_many(list(sample))
-            before = old.evaluate_many(list(sample)) if old else [None] * len(sample)
+            after_each = new.evaluate_each(items)
+            for refused in after_each:
+                if isinstance(refused, FactRefused):
+                    problems.append(Problem(f"sample[{positions[refused.index]}]", refused.problem))
+            # The old version sees the same items (and so refuses the same ones).
+            items = [item for item, a in zip(items, after_each) if not isinstance(a, FactRefused)]
+            after = [a for a in after_each if not isinstance(a, FactRefused)]
+            before = old.evaluate_many(items) if old else [None] * len(items)
         finally:
             self.engine.unload(new)
             if old:
@@ -135,7 +148,8 @@ class RuleAdmin:
                 differs |= bv != av
             changed += differs
         transitions = tuple(Transition(k, b, a, n) for (k, b, a), n in sorted(matrix.items()))
-        return Simulation(len(sample), changed, transitions)
+        problems.sort(key=lambda p: p.path)
+        return Simulation(len(items), changed, transitions, tuple(problems))
 
     def install_defaults(self, directory: Path | Iterable[Path], allowed_kinds: set[str] | None = None) -> list[str]:
         """Publishes each shipped YAML whose ruleset has no version yet."""

@@ -13,6 +13,7 @@ from services.common.paging import decode_token, encode_token, page_size
 
 from .admin import RuleAdmin, problems_error
 from .document import DocumentSyntaxError, parse_yaml
+from .kinds import Problem
 from .store import VersionRecord
 
 SERVICE_NAME = "kequn.rules.v1.RuleStoreService"
@@ -44,6 +45,16 @@ def _require(**fields) -> None:
     missing = [(name, "required") for name, value in fields.items() if not value]
     if missing:
         raise InvalidArgument(violations=missing)
+
+
+def _sample_item(index: int, struct) -> dict | Problem:
+    """One Struct of a simulation's sample as plain values (integral numbers
+    as ints), or the Problem that leaves it out of the counts."""
+    try:
+        values = json_format.MessageToDict(struct)
+    except (json_format.Error, ValueError, RecursionError):  # e.g. Infinity or NaN in a number_value
+        return Problem(f"sample[{index}]", "not plain JSON values (a number is infinite or NaN?)")
+    return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in values.items()}
 
 
 class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
@@ -98,13 +109,13 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
     def SimulateRuleset(self, request, context):
         _require(name=request.name, version=request.version)
         self._own(request.name)
-        sample = [json_format.MessageToDict(s) for s in request.sample]
-        sample = [{k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in s.items()} for s in sample]
+        sample = [_sample_item(i, s) for i, s in enumerate(request.sample)]
         simulation = self.admin.simulate(request.name, request.version, sample)
         return rules_pb2.SimulateRulesetResponse(
             total=simulation.total, changed=simulation.changed, active_version=self._previous(request.name),
             transitions=[rules_pb2.Transition(outcome_key=t.key, from_outcome=t.before, to_outcome=t.after,
-                                              count=t.count) for t in simulation.transitions])
+                                              count=t.count) for t in simulation.transitions],
+            problems=[rules_pb2.Problem(path=p.path, message=p.message) for p in simulation.problems])
 
     def PublishRuleset(self, request, context):
         _require(name=request.name, version=request.version)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .document import RulesetDocument
-from .engine import LoadedRuleset
+from .engine import FactRefused, LoadedRuleset
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,11 @@ def _same(expected: Any, actual: Any) -> bool:
 
 def run_examples(loaded: LoadedRuleset, document: RulesetDocument) -> list[ExampleResult]:
     results = []
-    evaluations = loaded.evaluate_many([e.input for e in document.examples])
+    evaluations = loaded.evaluate_each([e.input for e in document.examples])
     for index, (example, evaluation) in enumerate(zip(document.examples, evaluations)):
+        if isinstance(evaluation, FactRefused):  # a hostile example fails alone; the others run
+            results.append(ExampleResult(index, example.name, False, f"input refused: {evaluation.problem}"))
+            continue
         wrong = [
             f"{key}: expected {expected!r}, got {evaluation.outcome.get(key)!r}"
             for key, expected in example.expect.items()

@@ -20,7 +20,7 @@ from services.common.errors import Unavailable
 
 from .compiler import compile_document
 from .document import RulesetDocument
-from .engine import Evaluation, LoadedRuleset, RuleEngine
+from .engine import Evaluation, FactRefused, LoadedRuleset, RuleEngine
 from .kinds import KindRegistry
 from .store import RuleStore
 from .validation import list_keys, validate_text
@@ -42,6 +42,9 @@ class ActiveRuleset:
 
     def evaluate_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
         return self.loaded.evaluate_many(inputs)
+
+    def evaluate_each(self, inputs: Sequence[Mapping[str, Any]]) -> list[Evaluation | FactRefused]:
+        return self.loaded.evaluate_each(inputs)
 
 
 class _Metrics:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from .compiler import compile_document
 from .conditions import ConditionError, compile_condition, depth
 from .document import DocumentSyntaxError, RulesetDocument, from_mapping, parse_yaml
-from .engine import EngineError, RuleEngine
+from .engine import MAX_FACT_FIELDS, EngineError, RuleEngine
 from .examples import run_examples
 from .kinds import INT, STRING, STRING_LIST, KindRegistry, KindSpec, Problem
 
@@ -28,7 +28,6 @@ ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
 
 # durable-rules limits (ARCHITECTURE.md), kept with a margin.
 MAX_RULES = 2000            # engine: ~4096
-MAX_FACT_PROPERTIES = 250   # engine: 255 per JSON object (sid and id included)
 MAX_DEPTH = 24              # engine: stack 64 deep, our nesting adds levels
 MAX_REGEX_LENGTH = 200
 MAX_DOCUMENT_BYTES = 1_000_000
@@ -213,8 +212,8 @@ def check_shape(raw: Mapping, kinds: KindRegistry) -> tuple[KindSpec | None, lis
     if kind is None:
         problems.append(Problem("kind", f"unknown kind '{raw.get('kind')}' (known: {', '.join(kinds.names())})"))
         return None, problems
-    if len(kind.fields) + 2 > MAX_FACT_PROPERTIES:
-        problems.append(Problem("kind", f"kind has more than {MAX_FACT_PROPERTIES} fields"))
+    if len(kind.fields) > MAX_FACT_FIELDS:
+        problems.append(Problem("kind", f"kind has more than {MAX_FACT_FIELDS} fields"))
     if "parameters" in raw and not isinstance(raw["parameters"], Mapping):
         problems.append(Problem("parameters", "must be a mapping"))
     if not raw.get("rules") and not raw.get("bands") and not kind.check:

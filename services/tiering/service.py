@@ -21,6 +21,8 @@ from services.common.audit import audit_context
 from services.common.db import UnitOfWork, is_conflict
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, KequnError, NotFound
 
+from services.rules.engine import FactRefused
+
 from .domain import (CustomerState, RuleAnswer, Snapshot, TierScheme, decide, feed_worthy,
                      home_branch, project, rule_facts, validate)
 from .metrics import TieringMetrics
@@ -227,8 +229,9 @@ class TieringService:
                 homes.append(home)
                 facts.append(rule_facts(s, home))
             tier_fields, group_fields = tiers.loaded.compiled.fields, groups.loaded.compiled.fields
-            tier_answers = tiers.evaluate_many([project(f, tier_fields) for f in facts])
-            group_answers = groups.evaluate_many([project(f, group_fields) for f in facts])
+            # Per item: an input the engine refuses answers its own error.
+            tier_answers = tiers.evaluate_each([project(f, tier_fields) for f in facts])
+            group_answers = groups.evaluate_each([project(f, group_fields) for f in facts])
             writes: list[PendingWrite] = []
             results: dict[int, Outcome | PendingWrite] = {}
             by_request: dict[str, PendingWrite] = {}
@@ -237,6 +240,10 @@ class TieringService:
                 s = r.snapshot
                 if r.request_id and not r.dry_run and r.request_id in by_request:
                     results[i] = by_request[r.request_id]  # the same request twice in one chunk
+                    continue
+                refused = next((e for e in (t_ev, g_ev) if isinstance(e, FactRefused)), None)
+                if refused is not None:
+                    results[i] = Outcome(s.customer_id, r.dry_run, error=refused)
                     continue
                 tier = t_ev.outcome.get("tier")
                 if not tier:
