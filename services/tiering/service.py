@@ -8,13 +8,14 @@ feed entry of the chunk is written in one transaction.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from sqlalchemy import exc as sa_exc
+import psycopg
 
 from services.common import paging
 from services.common.audit import audit_context
@@ -124,10 +125,41 @@ class Coalescer:
             call.wake.set()
 
 
+def _causes(exc: BaseException):
+    """The exception, the driver's error SQLAlchemy wraps, and their causes."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "orig", None) or exc.__cause__
+
+
 def _is_duplicate(exc: BaseException) -> bool:
     """A unique key taken by a concurrent transaction (SQLAlchemy wraps
     executemany errors; COPY raises the driver's own)."""
-    return isinstance(exc, sa_exc.IntegrityError) or getattr(exc, "sqlstate", None) == "23505"
+    for e in _causes(exc):
+        if getattr(e, "sqlstate", None):
+            return e.sqlstate == "23505"
+        if isinstance(e, sqlite3.IntegrityError):
+            return "UNIQUE" in str(e)
+    return False
+
+
+# Data exceptions (class 22: NUL byte, value too long, out of range) and the
+# integrity violations one row causes by itself (not null, foreign key, check).
+_ROW_SQLSTATES = ("23502", "23503", "23514")
+
+
+def _refused_by_database(exc: BaseException) -> str | None:
+    """Why the database refused a row's values (its first line, bounded),
+    or None when the failure is not about the data (down, conflict, bug)."""
+    for e in _causes(exc):
+        state = getattr(e, "sqlstate", None) or ""
+        if (isinstance(e, (psycopg.DataError, sqlite3.DataError)) or state.startswith("22")
+                or state in _ROW_SQLSTATES
+                or (isinstance(e, sqlite3.IntegrityError) and "UNIQUE" not in str(e))):
+            return (str(e).strip().splitlines() or ["invalid value"])[0][:120]
+    return None
 
 
 def _utcnow() -> dt.datetime:
@@ -185,22 +217,49 @@ class TieringService:
                 continue
             valid.append((i, request))
         if valid:
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    done = self._evaluate_valid(valid, tiers, groups, scheme, now, origin)
-                    break
-                except Exception as exc:
-                    if _is_duplicate(exc):
-                        # A concurrent call inserted the same new customer or
-                        # request_id first: run again, now seeing its result.
-                        if attempt == ATTEMPTS:
-                            raise Aborted("concurrent evaluations of the same customers, retry") from None
-                    elif not is_conflict(exc) or attempt == ATTEMPTS:
-                        raise
-                time.sleep(0.01 * attempt)
+            done = self._evaluate_isolating(valid, tiers, groups, scheme, now, origin)
             for (i, _request), outcome in zip(valid, done):
                 outcomes[i] = outcome
         return outcomes  # type: ignore[return-value]
+
+    def _evaluate_isolating(self, valid, tiers, groups, scheme: TierScheme, now: dt.datetime,
+                            origin: tuple[str, str] | None) -> list[Outcome]:
+        """Evaluates and stores ``valid`` in one transaction. When the
+        database refuses a row of it (a value validation let through: a NUL
+        byte, a string too long for its column, a constraint), the chunk is
+        written again in halves, in order, until the refused rows stand
+        alone: each of those answers its error, every other row is stored."""
+        try:
+            return self._evaluate_retrying(valid, tiers, groups, scheme, now, origin)
+        except Exception as exc:
+            refused = _refused_by_database(exc)
+            if refused is None:
+                raise
+        if len(valid) == 1:
+            request = valid[0][1]
+            return [Outcome(request.snapshot.customer_id, request.dry_run, error=InvalidArgument(
+                f"the database refused this item's values: {refused}",
+                violations=[("customer", f"refused by the database: {refused}")],
+                metadata={"stage": "store"}))]
+        middle = len(valid) // 2
+        return (self._evaluate_isolating(valid[:middle], tiers, groups, scheme, now, origin)
+                + self._evaluate_isolating(valid[middle:], tiers, groups, scheme, now, origin))
+
+    def _evaluate_retrying(self, valid, tiers, groups, scheme: TierScheme, now: dt.datetime,
+                           origin: tuple[str, str] | None) -> list[Outcome]:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._evaluate_valid(valid, tiers, groups, scheme, now, origin)
+            except Exception as exc:
+                if _is_duplicate(exc):
+                    # A concurrent call inserted the same new customer or
+                    # request_id first: run again, now seeing its result.
+                    if attempt == ATTEMPTS:
+                        raise Aborted("concurrent evaluations of the same customers, retry") from None
+                elif not is_conflict(exc) or attempt == ATTEMPTS:
+                    raise
+            time.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
 
     def _scheme(self, tiers) -> TierScheme:
         key = (tiers.name, tiers.version)
