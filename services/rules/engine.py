@@ -67,6 +67,10 @@ class EngineError(RuntimeError):
     pass
 
 
+class _Truncated(EngineError):
+    """The core stopped reading a batch before its end sentinel."""
+
+
 # What one fact may hold (durable-rules' C core, src/rules/state.h and
 # events.c, 2.0.28): 255 properties per JSON object, and the 255th already
 # fails (we send ``sid`` and ``id`` too); 16 MB per value; names and nested
@@ -117,7 +121,12 @@ def _value_problem(name: str, value: Any, depth: int) -> tuple[str, str] | None:
             return f"{name}: integer outside the 64-bit range", "int64"
         return None
     if isinstance(value, float):
-        return None if math.isfinite(value) else (f"{name}: {value} is not a finite number", "finite_number")
+        if not math.isfinite(value):
+            return f"{name}: {value} is not a finite number", "finite_number"
+        text = repr(value)
+        if "e" in text and "." not in text:  # the core's number parser stops at 1e+16 or 1e-05
+            return f"{name}: {text} is written with an exponent the rule engine cannot read", "number_format"
+        return None
     if isinstance(value, (list, tuple)):
         if depth >= MAX_FACT_DEPTH:
             return f"{name}: nested deeper than {MAX_FACT_DEPTH} levels", "max_depth"
@@ -149,8 +158,8 @@ def _fields_problem(fact: Mapping[str, Any], prefix: str, depth: int, count: lis
         if (not prefix and (key in RESERVED_FIELDS or key[:1] == "$")) or _takes_engine_hash(name):
             return f"field name {name[:40]!r} is reserved by the rule engine", "reserved_field"
         kind = type(value)
-        if kind is str or kind is bool or value is None:  # the common case first: this runs per fact
-            continue
+        if kind is str or kind is bool or value is None or (kind is int and INT64_MIN <= value <= INT64_MAX):
+            continue  # the common cases first: this runs for every fact
         if kind is dict or (kind not in (int, float, list, tuple) and isinstance(value, Mapping)):
             if depth + 1 >= MAX_FACT_DEPTH:
                 return f"{name}: nested deeper than {MAX_FACT_DEPTH} levels", "max_depth"
@@ -263,8 +272,20 @@ class LoadedRuleset:
         its FactRefused in place; the others are evaluated."""
         results: list[Evaluation | FactRefused] = []
         for start in range(0, len(inputs), BATCH):
-            results.extend(self.engine._evaluate(self, inputs[start:start + BATCH], start))
+            results.extend(self._isolating(inputs[start:start + BATCH], start))
         return results
+
+    def _isolating(self, inputs: Sequence[Mapping[str, Any]], offset: int) -> list[Evaluation | FactRefused]:
+        """When the core stops reading a batch early (an input our checks
+        let through but its parser cannot read), the batch is evaluated again
+        in halves until that input stands alone, and it alone is refused."""
+        try:
+            return self.engine._evaluate(self, inputs, offset)
+        except _Truncated:
+            if len(inputs) == 1:
+                return [FactRefused("the rule engine could not read this input", offset, "engine_parse")]
+        middle = len(inputs) // 2
+        return self._isolating(inputs[:middle], offset) + self._isolating(inputs[middle:], offset + middle)
 
 
 class RuleEngine:
@@ -372,7 +393,7 @@ class RuleEngine:
             finally:
                 _core.delete_state(handle, sid)
         if not ended:
-            raise EngineError("durable-rules stopped before the end of the batch")
+            raise _Truncated("durable-rules stopped before the end of the batch")
         evaluations: list[Evaluation | FactRefused] = []
         for i, fired in enumerate(matches):
             if i in refused:

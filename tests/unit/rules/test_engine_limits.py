@@ -61,6 +61,8 @@ HOSTILE = {
     "infinity": {"aum": float("inf")},
     "not a number": {"aum": float("nan")},
     "an integer past int64": {"aum": 2**63},
+    "a float with a bare exponent": {"aum": 1e16},
+    "a tiny float": {"aum": 1e-05},
     "a lone surrogate": {"aum": 500, "note": "\ud800"},
     "the engine's sid": {"aum": 500, "sid": "other-session"},
     "the engine's id": {"aum": 500, "id": 0},
@@ -104,8 +106,9 @@ def test_the_limits_leave_room_for_real_facts(loaded):
     """Up to the limits, facts are evaluated, wide ones included."""
     widest = {"aum": 500, **_wide(MAX_FACT_FIELDS - 2), "attributes": {"region": "north"}}
     deepest = {"aum": 500, "deep": _nested(MAX_FACT_DEPTH)}
-    results = loaded.evaluate_many([widest, deepest, {"aum": 500, "note": "\x00 and ü"}])
-    assert [r.rule_ids for r in results] == [["rich", "region"], ["rich"], ["rich"]]
+    results = loaded.evaluate_many([widest, deepest, {"aum": 500, "note": "\x00 and ü \" \\ {,}"},
+                                    {"aum": 1.5e17}, {"aum": -2**63}, {"aum": 2**63 - 1}])
+    assert [r.rule_ids for r in results] == [["rich", "region"], ["rich"], ["rich"], ["rich"], [], ["rich"]]
 
 
 def test_refused_engine_fields_leave_no_session_behind(loaded):
@@ -124,3 +127,20 @@ def test_batches_larger_than_one_engine_call_report_the_right_index(loaded):
     assert [i for i, r in enumerate(results) if isinstance(r, FactRefused)] == [777]
     assert results[777].index == 777
     assert all(r.rule_ids == ["rich"] for i, r in enumerate(results) if i != 777)
+
+
+def test_an_input_the_core_cannot_read_is_found_and_refused_alone(loaded, monkeypatch):
+    """Whatever our checks miss, the core must have read the whole batch (an
+    end sentinel fires): otherwise the batch is split until the input it
+    cannot read stands alone. Here the float check is switched off, so 1e+16
+    (which the core's number parser stops at) reaches it."""
+    import services.rules.engine as engine_module
+    checked = engine_module._value_problem
+    monkeypatch.setattr(engine_module, "_value_problem",
+                        lambda name, value, depth: None if isinstance(value, float) else checked(name, value, depth))
+    inputs = [{"aum": 500}] * 5 + [{"aum": 1e16}] + [{"aum": 500}] * 7 + [{"aum": 1e-05}]
+    results = loaded.evaluate_each(inputs)
+    assert [(r.index, r.limit) for r in results if isinstance(r, FactRefused)] == [
+        (5, "engine_parse"), (13, "engine_parse")]
+    assert all(r.rule_ids == ["rich"] for r in results if isinstance(r, Evaluation))
+    assert len(results) == len(inputs)
