@@ -78,41 +78,72 @@ class DocumentSyntaxError(ValueError):
     """The text is not YAML, or not a mapping at the top."""
 
 
-MAX_EXPANDED_NODES = 200_000  # far above any real ruleset; aliases can multiply a small text
+# A document's size as if every alias were written out: aliases make a small
+# text expand (nested: "billion laughs"; flat: one 100 kB string aliased
+# 3,000 times is 300 MB), and everything after parsing (checksums, JSON for
+# the engine, outcomes copied per customer) walks the expanded form.
+MAX_EXPANDED_NODES = 200_000        # far above any real ruleset
+MAX_EXPANDED_CHARS = 4_000_000      # 4 x the largest text accepted (validation.MAX_DOCUMENT_BYTES)
 
 
-def _expanded_size_exceeds(node, limit: int) -> bool:
-    """Counts nodes as if every alias were expanded, stopping at ``limit``:
-    nested aliases ("billion laughs") are tiny as text and as shared Python
-    objects, but expand exponentially in JSON, checksums and the engine."""
-    count, stack = 0, [node]
-    while stack:
-        item = stack.pop()
-        count += 1
-        if count > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+class _Expansion:
+    """Counts a composed YAML node graph's expanded size in one pass over
+    its distinct nodes (a shared node's size is computed once and added at
+    each alias), stopping past the limits: before any Python object is
+    built from it."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[int, tuple[int, int]] = {}
+        self.open: set[int] = set()
+
+    def size(self, node: yaml.Node) -> tuple[int, int]:
+        """(nodes, characters) of ``node`` expanded."""
+        key = id(node)
+        known = self.sizes.get(key)
+        if known is not None:
+            return known
+        if key in self.open:
+            raise DocumentSyntaxError("not valid YAML for a ruleset: an alias refers to itself (a recursive structure)")
+        if isinstance(node, yaml.ScalarNode):
+            nodes, chars = 1, len(node.value)
+        else:
+            self.open.add(key)
+            nodes, chars = 1, 0
+            children = (node.value if isinstance(node, yaml.SequenceNode)
+                        else [part for pair in node.value for part in pair])
+            for child in children:
+                n, c = self.size(child)
+                nodes, chars = nodes + n, chars + c
+                if nodes > MAX_EXPANDED_NODES or chars > MAX_EXPANDED_CHARS:
+                    raise DocumentSyntaxError(
+                        f"the document expands to more than {MAX_EXPANDED_NODES} values or "
+                        f"{MAX_EXPANDED_CHARS} characters (aliases repeat what they refer to)")
+            self.open.discard(key)
+        self.sizes[key] = (nodes, chars)
+        return nodes, chars
 
 
 def parse_yaml(text: str) -> dict:
+    """Composes the node graph, bounds its expanded size, then builds it."""
+    loader = yaml.SafeLoader(text)
     try:
-        raw = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            raise DocumentSyntaxError("a ruleset document must be a mapping at the top level")
+        _Expansion().size(node)
+        raw = loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise DocumentSyntaxError(f"not valid YAML: {exc}") from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 0000-00-00
+        if isinstance(exc, DocumentSyntaxError):
+            raise
         raise DocumentSyntaxError(f"not valid YAML: {exc}") from None
     except RecursionError:
         raise DocumentSyntaxError("not valid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         raise DocumentSyntaxError("a ruleset document must be a mapping at the top level")
-    if _expanded_size_exceeds(raw, MAX_EXPANDED_NODES):
-        raise DocumentSyntaxError(f"the document expands to more than {MAX_EXPANDED_NODES} values "
-                                  "(nested aliases?)")
     return raw
 
 

@@ -27,20 +27,22 @@ MAX_FACT_FIELDS = 248  # services.rules.engine.MAX_FACT_FIELDS (not imported: th
 from services.rules.store import RuleStore
 from tests.conftest import _drop_schema, _fresh_schema_url
 from tests.security.conftest import start_suite
+from tests.security.test_rule_safety import aliased_string
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-SERVICES = ("tiering", "scoring", "benefits")
+SERVICES = ("tiering", "scoring", "benefits")          # the services whose engines the probes feed
+ALL = ("tiering", "assignment", "scoring", "benefits")  # every rule store (the expanded-size bound)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.fixture(scope="module")
 def pg_suite(tmp_path_factory, _pg_database):
     urls, schemas = {}, []
-    for service in SERVICES:
+    for service in ALL:
         url, schema = _fresh_schema_url(_pg_database)
         urls[service] = url
         schemas.append(schema)
-    suite = start_suite(tmp_path_factory.mktemp("crash-probes"), services=SERVICES, database_urls=urls)
+    suite = start_suite(tmp_path_factory.mktemp("crash-probes"), services=ALL, database_urls=urls)
     yield suite
     suite.close()
     for schema in schemas:
@@ -183,3 +185,23 @@ def test_population_simulation_probe(pg_suite):
         rules_pb2.SimulatePopulationRequest(name=active.name, version=active.version), timeout=120))
     assert progress and progress[-1].done
     assert_alive_and_answering(pg_suite, "tiering")
+
+
+@pytest.mark.parametrize("service", ALL)
+def test_a_document_bounded_by_its_expanded_size_on_every_service(pg_suite, service):
+    """A 100 kB string aliased 3,000 times (200 kB of text, 300 MB expanded)
+    is refused by ValidateRuleset and CreateRulesetVersion; nothing stored."""
+    active = _first_ruleset(pg_suite, service)
+    stub = _rules(pg_suite, service)
+    text = aliased_string(yaml.safe_load(active.document))
+    versions = lambda: len(stub.ListRulesetVersions(  # noqa: E731
+        rules_pb2.ListRulesetVersionsRequest(name=active.name, page_size=100), timeout=10).versions)
+    before = versions()
+    check = stub.ValidateRuleset(rules_pb2.ValidateRulesetRequest(document=text), timeout=60)
+    assert not check.valid and any("expands to more than" in p.message for p in check.problems)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateRulesetVersion(rules_pb2.CreateRulesetVersionRequest(name=active.name, document=text),
+                                  timeout=60)
+    assert err.value.code() == INVALID and "expands to more than" in err.value.details()
+    assert versions() == before
+    assert pg_suite.processes[service].poll() is None

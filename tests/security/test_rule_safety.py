@@ -63,6 +63,15 @@ def alias_bomb(doc, levels: int = 8) -> str:
     return text
 
 
+def aliased_string(doc, size: int = 100_000, times: int = 3_000) -> str:
+    """One string written once and aliased ``times`` times: 200 kB of YAML,
+    300 MB once expanded (it used to be stored, and grew tiering by 578 MB)."""
+    text = yaml.safe_dump(dict(doc, parameters=dict(doc.get("parameters") or {}, copies="COPIES")))
+    aliases = "[&big " + "x" * size + ", *big" * times + "]"
+    assert "copies: COPIES" in text
+    return text.replace("copies: COPIES", "copies: " + aliases)
+
+
 def hostile_documents(service, doc, with_bomb=True):
     """(label, document text, words the refusal must mention)."""
     kind = _kind(service, doc["kind"])
@@ -80,6 +89,7 @@ def hostile_documents(service, doc, with_bomb=True):
     out.append(("over 1 MB", dump(dict(doc, description="z" * 1_100_000)), "bytes"))
     if with_bomb:  # heavy when it is not refused: one ruleset per service is enough
         out.append(("YAML alias bomb", alias_bomb(doc), ""))
+        out.append(("a 100 kB string aliased 3,000 times", aliased_string(doc), "expands to more than"))
     string_field, int_field = _field(kind, "string"), _field(kind, "int")
     if string_field:
         for pattern in ("(a+)+$", "(x*)*y", "([a-z]+)*@"):

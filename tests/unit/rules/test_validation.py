@@ -107,3 +107,34 @@ def test_documents_nested_thousands_deep_are_refused(kinds, engine):
     assert problems and ("nested" in problems[0].message)
     flow = "[" * 5000 + "]" * 5000
     assert validate_text(flow, kinds, engine).problems
+
+
+def _aliased_string(doc_text: str, size: int, times: int) -> str:
+    """One ``size``-character string, written once and aliased ``times`` times."""
+    return (doc_text.rstrip() + f"\nparameters:\n  big: &big {'x' * size}\n  copies:\n"
+            + "".join(f"    - *big\n" for _ in range(times)))
+
+
+def test_a_string_aliased_thousands_of_times_is_refused_before_it_is_built(doc_text, kinds, engine):
+    """100 kB aliased 3,000 times is 300 MB once expanded (every checksum and
+    JSON copy of it): refused on its expanded size, while memory stays low."""
+    import tracemalloc
+
+    text = _aliased_string(doc_text, 100_000, 3_000)
+    assert len(text.encode()) < 200_000
+    tracemalloc.start()
+    try:
+        (problem,) = validate_text(text, kinds, engine).problems
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "expands to more than" in problem.message and "characters" in problem.message
+    assert peak < 50_000_000  # a few times the text, nowhere near the 300 MB it expands to
+    # A few aliases of a large value are fine: the bound is on the expanded size.
+    assert "expands" not in " ".join(p.message for p in validate_text(
+        _aliased_string(doc_text, 100_000, 3), kinds, engine).problems)
+
+
+def test_a_recursive_alias_is_refused(kinds, engine):
+    (problem,) = validate_text("name: t\nkind: test.customer\nloop: &l [*l]\n", kinds, engine).problems
+    assert "refers to itself" in problem.message
