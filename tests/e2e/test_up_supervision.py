@@ -1,0 +1,117 @@
+"""`kequn up` supervises: kill -9 one service and the others keep answering,
+the killed one is restarted (with backoff) and answers again, and the output
+names the death. Ctrl-C still stops everything."""
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
+from services.cli.up import RESTART_MAX_SECONDS, death_reason, restart_delay
+from services.common.client import dial
+from services.common.testing import free_port
+
+pytestmark = pytest.mark.e2e
+SERVICES = ("tiering", "scoring")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return found
+
+
+def _pid_of(up_pid: int, service: str) -> int:
+    for pid in _children(up_pid):
+        if f"services.{service}" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " "):
+            return pid
+    raise AssertionError(f"no {service} process under kequn up")
+
+
+def _serving(port: int) -> bool:
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            return health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def _rulesets(port: int, token: str) -> list[str]:
+    stub = rules_pb2_grpc.RuleStoreServiceStub(dial(f"127.0.0.1:{port}", token))
+    return [r.name for r in stub.ListRulesets(rules_pb2.ListRulesetsRequest(), timeout=10).rulesets]
+
+
+def test_backoff_is_exponential_and_capped():
+    assert [restart_delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, RESTART_MAX_SECONDS, RESTART_MAX_SECONDS]
+    assert death_reason(-9) == "killed by signal SIGKILL" and death_reason(3) == "exited with code 3"
+
+
+def test_a_killed_service_is_restarted_and_the_others_keep_answering(tmp_path):
+    env = {**os.environ, "KEQUN_DATA_DIR": str(tmp_path / "data")}
+    env.pop("KEQUN_TOKENS_FILE", None)
+    ports = {}
+    for service in ("tiering", "assignment", "scoring", "benefits"):
+        ports[service] = free_port()
+        env[f"KEQUN_{service.upper()}_GRPC_PORT"] = str(ports[service])
+        env[f"KEQUN_{service.upper()}_METRICS_PORT"] = str(free_port())
+        env[f"KEQUN_{service.upper()}_TARGET"] = f"127.0.0.1:{ports[service]}"
+    up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--no-demo", *SERVICES], env=env,
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
+    threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True).start()
+
+    def wait_for(text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                seen.append(lines.get(timeout=0.5))
+            except queue.Empty:
+                continue
+            if text in seen[-1]:
+                return seen[-1]
+        raise AssertionError(f"{text!r} not printed; output:\n{''.join(seen)}")
+
+    try:
+        wait_for("Press Ctrl-C to stop.", 180)
+        import json
+        token = json.loads((tmp_path / "data" / "dev-tokens.json").read_text())["rule_admin"]
+        assert _rulesets(ports["scoring"], token) and _rulesets(ports["tiering"], token)
+
+        victim = _pid_of(up.pid, "scoring")
+        os.kill(victim, signal.SIGKILL)
+        death = wait_for(f"scoring (pid {victim}) killed by signal SIGKILL", 30)
+        assert "restarting it in" in death
+        # While scoring is down, tiering is untouched: same process, answering.
+        tiering_pid = _pid_of(up.pid, "tiering")
+        assert _rulesets(ports["tiering"], token)
+
+        wait_for("scoring restarted", 30)
+        wait_for("scoring is serving again", 120)
+        assert _pid_of(up.pid, "scoring") != victim
+        assert _rulesets(ports["scoring"], token)
+        assert _pid_of(up.pid, "tiering") == tiering_pid and _serving(ports["tiering"])
+        journal = (tmp_path / "data" / "logs" / "up.log").read_text()
+        assert "killed by signal SIGKILL" in journal and "scoring restarted" in journal
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, rest
+    assert "stopped." in rest
+    if os.environ.get("KEQUN_SHOW_UP_OUTPUT"):
+        print("".join(seen) + rest)
+    for service in SERVICES:  # nothing left serving
+        assert not _serving(ports[service])
