@@ -125,8 +125,9 @@ class _Expansion:
 
 def parse_yaml(text: str) -> dict:
     """Composes the node graph, bounds its expanded size, then builds it."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # reads the text at once: non-printable characters raise here
         node = loader.get_single_node()
         if node is None:
             raise DocumentSyntaxError("a ruleset document must be a mapping at the top level")
@@ -141,7 +142,8 @@ def parse_yaml(text: str) -> dict:
     except RecursionError:
         raise DocumentSyntaxError("not valid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(raw, dict):
         raise DocumentSyntaxError("a ruleset document must be a mapping at the top level")
     return raw

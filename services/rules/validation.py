@@ -236,7 +236,7 @@ def validate_text(text: str, kinds: KindRegistry, engine: RuleEngine, *, run_exa
 
 def _validate_text(text: str, kinds: KindRegistry, engine: RuleEngine, run_examples_too: bool,
                    expected_name: str | None) -> ValidationResult:
-    if len(text.encode()) > MAX_DOCUMENT_BYTES:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_DOCUMENT_BYTES:  # a surrogate is refused by the parser
         return ValidationResult(None, (Problem("", f"document larger than {MAX_DOCUMENT_BYTES} bytes"),))
     try:
         raw = parse_yaml(text)

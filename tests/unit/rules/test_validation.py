@@ -138,3 +138,9 @@ def test_a_string_aliased_thousands_of_times_is_refused_before_it_is_built(doc_t
 def test_a_recursive_alias_is_refused(kinds, engine):
     (problem,) = validate_text("name: t\nkind: test.customer\nloop: &l [*l]\n", kinds, engine).problems
     assert "refers to itself" in problem.message
+
+
+@pytest.mark.parametrize("text", ["\x00", "name: a\x00b", "\ud800: 1", "a: [" * 5000])
+def test_unreadable_text_is_a_problem_not_a_crash(text, kinds, engine):
+    (problem,) = validate_text(text, kinds, engine).problems
+    assert problem.message.startswith("not valid YAML")
