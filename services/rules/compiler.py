@@ -13,6 +13,12 @@ from .conditions import compile_condition
 from .document import BandTable, RulesetDocument, band_rule_id
 
 ALWAYS = {"$ex": {"id": 1}}  # every fact carries an id
+# durable-rules keeps the alpha nodes one fact satisfies on a stack of 64
+# (events.c, MAX_STACK_SIZE): when a fact satisfies more at once, the core
+# reports the error with its state half-built and the process dies freeing
+# it (measured: 65 bands of one table, a value in the top band). A ruleset is
+# therefore registered as shards whose conditions together stay below.
+MAX_SHARD_WEIGHT = 56
 # An internal rule matching only the engine's per-session sentinel fact (see
 # engine.py): durable-rules crashes when no fact of a session matched anything.
 SEEN_RULE = "_seen"
@@ -26,6 +32,7 @@ class CompiledRule:
     priority: int
     then: Mapping[str, Any]
     order: int  # position in the document, the tie-breaker after priority
+    weight: int = 1  # alpha nodes one fact may satisfy at once (alpha_weight)
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,24 @@ class CompiledRuleset:
     definition: Mapping[str, Any]  # durable-rules JSON, without actions
     rules: tuple[CompiledRule, ...]
     fields: frozenset[str]
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        """The definition split in document order into parts whose rules'
+        weights add up to at most MAX_SHARD_WEIGHT (a heavier rule alone;
+        validation refuses those), each with the sentinel rule."""
+        shards: list[dict[str, Any]] = []
+        current: dict[str, Any] = {}
+        weight = 0
+        for rule in self.rules:
+            if current and weight + rule.weight > MAX_SHARD_WEIGHT:
+                shards.append(current)
+                current, weight = {}, 0
+            current[rule.engine_name] = self.definition[rule.engine_name]
+            weight += rule.weight
+        if current or not shards:
+            shards.append(current)
+        return [{SEEN_RULE: self.definition[SEEN_RULE], **shard} for shard in shards]
 
     def rule(self, engine_name: str) -> CompiledRule:
         return self._by_engine_name[engine_name]
@@ -51,6 +76,41 @@ class CompiledRuleset:
             cache = {r.engine_name: r for r in self.rules}
             object.__setattr__(self, "_cache", cache)
         return cache
+
+
+def _equalities_of_one_field(tests: list) -> bool:
+    fields = {next(iter(t)) for t in tests
+              if isinstance(t, dict) and len(t) == 1 and not next(iter(t)).startswith("$")}
+    return len(fields) == 1 and all(isinstance(t, dict) and len(t) == 1 and not isinstance(next(iter(t.values())), dict)
+                                    for t in tests)
+
+
+def alpha_weight(expression: Any) -> int:
+    """How many of an expression's tests one fact may satisfy at once (an
+    upper bound): one per test, except alternatives that are equalities of
+    one field (``in``), of which a fact satisfies at most one."""
+    if isinstance(expression, dict) and len(expression) == 1:
+        (op, arg), = expression.items()
+        if op in ("$and", "$or") and isinstance(arg, list):
+            if op == "$or" and _equalities_of_one_field(arg):
+                return 1
+            return sum(alpha_weight(t) for t in arg)
+    return 1
+
+
+def branches(expression: Any) -> int:
+    """Alternatives durable-rules expands a condition into (its disjunctive
+    normal form): each is a path that may fire for one fact."""
+    if isinstance(expression, dict) and len(expression) == 1:
+        (op, arg), = expression.items()
+        if op == "$or" and isinstance(arg, list):
+            return sum(branches(t) for t in arg)
+        if op == "$and" and isinstance(arg, list):
+            product = 1
+            for t in arg:
+                product *= branches(t)
+            return product
+    return 1
 
 
 def band_condition(table: BandTable, lower: int | None, upper: int | None) -> dict:
@@ -73,7 +133,7 @@ def compile_document(doc: RulesetDocument) -> CompiledRuleset:
     def add(rule_id: str, expression: dict, priority: int, then: Mapping[str, Any]) -> None:
         engine_name = f"r{len(rules)}"
         definition[engine_name] = {"all": [{"m": expression}]}
-        rules.append(CompiledRule(engine_name, rule_id, priority, dict(then), len(rules)))
+        rules.append(CompiledRule(engine_name, rule_id, priority, dict(then), len(rules), alpha_weight(expression)))
 
     definition[SEEN_RULE] = {"all": [{"m": {"$ex": {SENTINEL_FIELD: 1}}}]}
     for table in doc.bands:

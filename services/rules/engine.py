@@ -227,23 +227,25 @@ def to_fact(values: Mapping[str, Any], sid: str | None = None, fact_id: int | No
 class LoadedRuleset:
     """A compiled ruleset version registered in the engine."""
 
-    def __init__(self, engine: "RuleEngine", compiled: CompiledRuleset, version: int, engine_name: str, handle: int,
+    def __init__(self, engine: "RuleEngine", compiled: CompiledRuleset, version: int, engine_name: str,
+                 handles: Sequence[int],
                  list_keys: Iterable[str]):
         self.engine = engine
         self.compiled = compiled
         self.version = version
         self.engine_name = engine_name
-        self.handle = handle
+        self.handles = tuple(handles)  # one per shard (CompiledRuleset.shards)
         self.list_keys = frozenset(list_keys)
         self.unloaded = False
         # Customers fall into few distinct sets of fired rules: merge each set once.
         self._merged: dict[tuple[str, ...], tuple[tuple[FiredRule, ...], dict[str, Any]]] = {}
 
     def merged(self, fired: list[CompiledRule]) -> tuple[tuple[FiredRule, ...], dict[str, Any]]:
-        key = tuple(sorted(r.engine_name for r in fired))
+        # A rule fires once per path of an any/in condition that matched: once each here.
+        key = tuple(sorted({r.engine_name for r in fired}))
         cached = self._merged.get(key)
         if cached is None:
-            fired = sorted(fired, key=lambda r: (-r.priority, r.order))
+            fired = sorted({r.engine_name: r for r in fired}.values(), key=lambda r: (-r.priority, r.order))
             cached = (tuple(FiredRule(r.rule_id, r.priority, r.then) for r in fired),
                       merge_outcome(fired, self.list_keys))
             if len(self._merged) < 100_000:  # bounded: a ruleset with huge fan-out just merges every time
@@ -299,13 +301,17 @@ class RuleEngine:
 
     def load(self, compiled: CompiledRuleset, version: int, list_keys: Iterable[str] = ()) -> LoadedRuleset:
         engine_name = f"{compiled.name}@v{version}#{next(self._names)}"
-        definition = json.dumps(compiled.definition, ensure_ascii=False)
+        definitions = [json.dumps(shard, ensure_ascii=False) for shard in compiled.shards]
         with self._lock:
+            handles: list[int] = []
             try:
-                handle = _core.create_ruleset(engine_name, definition)
+                for k, definition in enumerate(definitions):
+                    handles.append(_core.create_ruleset(f"{engine_name}/{k}", definition))
             except Exception as exc:  # the C core reports limits and syntax as plain exceptions
+                for handle in handles:
+                    _core.delete_ruleset(handle)
                 raise EngineError(f"durable-rules refused {compiled.name} v{version}: {exc}") from exc
-            loaded = LoadedRuleset(self, compiled, version, engine_name, handle, list_keys)
+            loaded = LoadedRuleset(self, compiled, version, engine_name, handles, list_keys)
             self._loaded[engine_name] = loaded
         return loaded
 
@@ -315,7 +321,8 @@ class RuleEngine:
                 return
             loaded.unloaded = True
             self._loaded.pop(loaded.engine_name, None)
-            _core.delete_ruleset(loaded.handle)
+            for handle in loaded.handles:
+                _core.delete_ruleset(handle)
 
     def loaded_names(self) -> list[str]:
         with self._lock:
@@ -356,44 +363,49 @@ class RuleEngine:
                 kept.append(text)
         return "[" + ", ".join(kept) + "]", refused
 
+    @staticmethod
+    def _assert(loaded: LoadedRuleset, handle: int, sid: str, payload: str, matches: list[list[CompiledRule]]) -> None:
+        """Asserts the batch into one shard and collects what fired; the
+        caller holds the lock."""
+        rule, names = loaded.compiled.rule, loaded.compiled.rule_names
+        ended = False
+        try:
+            code, state = _core.assert_facts(handle, payload)
+            # NOT_HANDLED only says some fact matched nothing; the others'
+            # actions are queued and must be drained before delete_state.
+            if code not in (_OK, _NOT_HANDLED):
+                raise EngineError(f"durable-rules returned code {code}")
+            result = _core.start_action_for_state(handle, state)
+            message = result[1] if result else None
+            while message:
+                frame = _FRAME.match(message)
+                if frame:
+                    engine_rule, fact_id = frame.group(1), int(frame.group(2))
+                    if engine_rule in names:
+                        matches[fact_id].append(rule(engine_rule))
+                else:  # the sentinels, the session's own state fact, or an unexpected shape
+                    for engine_rule, matched in json.loads(message).items():
+                        fact_id = matched["m"].get("id")
+                        if fact_id == -2 and engine_rule == SEEN_RULE:
+                            ended = True
+                        elif isinstance(fact_id, int) and 0 <= fact_id < len(matches) and engine_rule in names:
+                            matches[fact_id].append(rule(engine_rule))
+                message = _core.complete_and_start_action(handle, state)
+        finally:
+            _core.delete_state(handle, sid)
+        if not ended:
+            raise _Truncated("durable-rules stopped before the end of the batch")
+
     def _evaluate(self, loaded: LoadedRuleset, inputs: Sequence[Mapping[str, Any]],
                   offset: int = 0) -> list[Evaluation | FactRefused]:
         sid = f"e{next(self._sids)}"
         payload, refused = self._payload(inputs, sid, offset)
         matches: list[list[CompiledRule]] = [[] for _ in inputs]
-        rule = loaded.compiled.rule
-        ended = False
         with self._lock:
             if loaded.unloaded:
                 raise EngineError(f"{loaded.engine_name} was unloaded")
-            handle = loaded.handle
-            try:
-                code, state = _core.assert_facts(handle, payload)
-                # NOT_HANDLED only says some fact matched nothing; the others'
-                # actions are queued and must be drained before delete_state.
-                if code not in (_OK, _NOT_HANDLED):
-                    raise EngineError(f"durable-rules returned code {code}")
-                result = _core.start_action_for_state(handle, state)
-                message = result[1] if result else None
-                while message:
-                    frame = _FRAME.match(message)
-                    if frame:
-                        engine_rule, fact_id = frame.group(1), int(frame.group(2))
-                        if engine_rule in loaded.compiled.rule_names:
-                            matches[fact_id].append(rule(engine_rule))
-                    else:  # the sentinels, the session's own state fact, or an unexpected shape
-                        for engine_rule, matched in json.loads(message).items():
-                            fact_id = matched["m"].get("id")
-                            if fact_id == -2 and engine_rule == SEEN_RULE:
-                                ended = True
-                            elif (isinstance(fact_id, int) and 0 <= fact_id < len(matches)
-                                    and engine_rule in loaded.compiled.rule_names):
-                                matches[fact_id].append(rule(engine_rule))
-                    message = _core.complete_and_start_action(handle, state)
-            finally:
-                _core.delete_state(handle, sid)
-        if not ended:
-            raise _Truncated("durable-rules stopped before the end of the batch")
+            for handle in loaded.handles:  # the same facts into every shard
+                self._assert(loaded, handle, sid, payload, matches)
         evaluations: list[Evaluation | FactRefused] = []
         for i, fired in enumerate(matches):
             if i in refused:
