@@ -205,3 +205,41 @@ def test_a_document_bounded_by_its_expanded_size_on_every_service(pg_suite, serv
     assert err.value.code() == INVALID and "expands to more than" in err.value.details()
     assert versions() == before
     assert pg_suite.processes[service].poll() is None
+
+
+def test_a_long_band_table_with_an_example_in_its_top_band_is_validated_not_crashed(pg_suite):
+    """65 bands or more: an input in a high band passed 65 tests at once and
+    the process aborted (durable-rules' alpha stack of 64) — during
+    ValidateRuleset itself, as the examples run. Now the table is spread over
+    shards and the answer is right."""
+    stub = _rules(pg_suite, "tiering")
+    active = stub.GetRuleset(rules_pb2.GetRulesetRequest(name="tiering.tiers"), timeout=10).ruleset_version
+    doc = yaml.safe_load(active.document)
+    bands = [{"value": "MASS", "below": 1000}] + [
+        {"value": f"T{i}", "from": i * 1000, "below": (i + 1) * 1000} for i in range(1, 199)] + [
+        {"value": "TOP", "from": 199_000}]
+    doc["bands"][0]["bands"] = bands
+    doc["examples"] = [{"name": "top", "input": {"annual_avg_aum_fen": 10**9}, "expect": {"tier": "TOP"}},
+                       {"name": "high", "input": {"annual_avg_aum_fen": 150_500}, "expect": {"tier": "T150"}},
+                       {"name": "low", "input": {"annual_avg_aum_fen": 5}, "expect": {"tier": "MASS"}}]
+    check = stub.ValidateRuleset(rules_pb2.ValidateRulesetRequest(document=yaml.safe_dump(doc)), timeout=60)
+    assert check.valid, [(p.path, p.message) for p in check.problems]
+    assert_alive_and_answering(pg_suite, "tiering")
+
+
+@pytest.mark.parametrize("service", ("tiering", "assignment", "benefits"))
+def test_a_hundred_rules_one_input_passes_at_once_are_validated_not_crashed(pg_suite, service):
+    from tests.security.test_rule_safety import _field, _kind
+    stub = _rules(pg_suite, service)
+    active = _first_ruleset(pg_suite, service)
+    doc = yaml.safe_load(active.document)
+    field = _field(_kind(service, doc["kind"]), "int")
+    then = next((r["then"] for r in doc.get("rules") or [] if r.get("then")), None)
+    if field is None or then is None:
+        pytest.skip(f"{active.name} has no integer field or no rule outcome to copy")
+    doc["rules"] = list(doc["rules"]) + [{"id": f"probe.{i}", "when": {field: {"gt": i}}, "then": then}
+                                         for i in range(100)]
+    doc["examples"] = list(doc.get("examples") or []) + [{"name": "passes all", "input": {field: 120}, "expect": {}}]
+    check = stub.ValidateRuleset(rules_pb2.ValidateRulesetRequest(document=yaml.safe_dump(doc)), timeout=60)
+    assert not any("durable-rules" in p.message or "input refused" in p.message for p in check.problems)
+    assert_alive_and_answering(pg_suite, service)
