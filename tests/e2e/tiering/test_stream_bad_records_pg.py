@@ -21,10 +21,10 @@ def _bad(i: int) -> pb.EvaluateCustomerRequest:
     kind = i % 6
     if kind == 0:    # a NUL byte in the customer id: PostgreSQL refuses it (today: after validation)
         return pb.EvaluateCustomerRequest(customer=snapshot(f"BAD{i}\x00X", 30_000_000))
-    if kind == 1:    # a branch id longer than its column (varchar(100))
+    if kind == 1:    # a branch id longer than its column (varchar(100)), or with a NUL byte
+        branch = "B" * 150 if (i // 6) % 2 else "OUT\x00-1"
         return pb.EvaluateCustomerRequest(customer=snapshot(
-            f"BAD{i}", 30_000_000, point_in_time_aum_fen=10,
-            holdings=[pb.BranchHolding(branch_id="B" * 150, aum_fen=10)]))
+            f"BAD{i}", 30_000_000, point_in_time_aum_fen=10, holdings=[pb.BranchHolding(branch_id=branch, aum_fen=10)]))
     if kind == 2:    # a request id longer than its column (varchar(200))
         return pb.EvaluateCustomerRequest(customer=snapshot(f"BAD{i}", 30_000_000), request_id="R" * 300)
     if kind == 3:    # 300 attributes: more than a fact may carry into the rule engine
