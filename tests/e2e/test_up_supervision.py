@@ -72,7 +72,8 @@ def test_a_killed_service_is_restarted_and_the_others_keep_answering(tmp_path):
                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue = queue.Queue()
     seen: list[str] = []
-    threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True).start()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True)
+    reader.start()  # the only reader of the output: no race with communicate()
 
     def wait_for(text: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -108,10 +109,14 @@ def test_a_killed_service_is_restarted_and_the_others_keep_answering(tmp_path):
         assert "killed by signal SIGKILL" in journal and "scoring restarted" in journal
     finally:
         up.send_signal(signal.SIGINT)
-        rest, _ = up.communicate(timeout=60)
-    assert up.returncode == 0, rest
-    assert "stopped." in rest
+        up.wait(timeout=60)
+        reader.join(timeout=10)
+    while not lines.empty():
+        seen.append(lines.get())
+    output = "".join(seen)
     if os.environ.get("KEQUN_SHOW_UP_OUTPUT"):
-        print("".join(seen) + rest)
+        print(output)
+    assert up.returncode == 0, output
+    assert "stopped." in output
     for service in SERVICES:  # nothing left serving
         assert not _serving(ports[service])
