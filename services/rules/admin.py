@@ -148,7 +148,7 @@ class RuleAdmin:
                 differs |= bv != av
             changed += differs
         transitions = tuple(Transition(k, b, a, n) for (k, b, a), n in sorted(matrix.items()))
-        problems.sort(key=lambda p: p.path)
+        problems.sort(key=lambda p: int("".join(c for c in p.path if c.isdigit()) or 0))  # sample order
         return Simulation(len(items), changed, transitions, tuple(problems))
 
     def install_defaults(self, directory: Path | Iterable[Path], allowed_kinds: set[str] | None = None) -> list[str]:
