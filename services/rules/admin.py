@@ -13,7 +13,8 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
 from .compiler import compile_document
 from .document import RulesetDocument, from_mapping, parse_yaml
-from .engine import FactRefused, RuleEngine
+from .conditions import ConditionError
+from .engine import EngineError, FactRefused, LoadedRuleset, RuleEngine
 from .examples import ExampleResult, run_examples
 from .kinds import KindRegistry, Problem
 from .store import RuleStore, VersionRecord
@@ -71,12 +72,20 @@ class RuleAdmin:
         record = self.store.get(name, version)
         return record, from_mapping(parse_yaml(record.document))
 
+    def _load(self, doc: RulesetDocument, version: int, keys: Sequence[str]) -> LoadedRuleset:
+        """A stored version into the engine (no validation: it passed it when
+        stored); one the engine cannot take is the caller's precondition."""
+        try:
+            return self.engine.load(compile_document(doc), version, keys)
+        except (EngineError, ConditionError) as exc:
+            raise FailedPrecondition(f"{doc.name} v{version} cannot be loaded: {exc}"[:300]) from None
+
     def test(self, name: str, version: int = 0) -> list[ExampleResult]:
         record, doc = self.document(name, version)
         kind = self.kinds.get(doc.kind)
         if kind is None:
             raise FailedPrecondition(f"kind {doc.kind} is not known to this service")
-        loaded = self.engine.load(compile_document(doc), record.version, list_keys(kind))
+        loaded = self._load(doc, record.version, list_keys(kind))
         try:
             return run_examples(loaded, doc)
         finally:
@@ -115,8 +124,12 @@ class RuleAdmin:
         except NotFound:
             active_record, current = None, None
         keys = list_keys(kind)
-        new = self.engine.load(compile_document(candidate), candidate_record.version, keys)
-        old = self.engine.load(compile_document(current), active_record.version, keys) if current else None
+        new = self._load(candidate, candidate_record.version, keys)
+        try:
+            old = self._load(current, active_record.version, keys) if current else None
+        except BaseException:
+            self.engine.unload(new)
+            raise
         problems = [item for item in sample if isinstance(item, Problem)]
         positions = [i for i, item in enumerate(sample) if not isinstance(item, Problem)]
         items = [sample[i] for i in positions]

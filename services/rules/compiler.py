@@ -19,6 +19,26 @@ ALWAYS = {"$ex": {"id": 1}}  # every fact carries an id
 # it (measured: 65 bands of one table, a value in the top band). A ruleset is
 # therefore registered as shards whose conditions together stay below.
 MAX_SHARD_WEIGHT = 56
+# Its alpha nodes keep their children in a hash set of 512 buckets (rules.h,
+# NEXT_BUCKET_LENGTH) probed without a bound: the 511th child (an in: list
+# of 511 values) makes registering the ruleset loop forever, engine lock
+# held. A shard also holds at most this many tests in all.
+MAX_SHARD_TESTS = 400
+# Each alternative of a rule (its any/in lists multiplied out) fires on its
+# own: 8 lists of 8 alternatives took over a minute per input.
+MAX_RULE_BRANCHES = 1024
+
+
+def beyond_engine(rule: "CompiledRule") -> str | None:
+    """Why durable-rules cannot take ``rule`` even alone in a shard, or None."""
+    if rule.weight > MAX_SHARD_WEIGHT:
+        return (f"more than {MAX_SHARD_WEIGHT} tests one input could pass at once (an in: list on one field "
+                "counts once): durable-rules fails past 64")
+    if rule.tests > MAX_SHARD_TESTS:
+        return f"more than {MAX_SHARD_TESTS} tests (each value of an in: list counts): durable-rules hangs past 510"
+    if rule.branches > MAX_RULE_BRANCHES:
+        return f"expands to more than {MAX_RULE_BRANCHES} alternatives (any/in lists combined with all)"
+    return None
 # An internal rule matching only the engine's per-session sentinel fact (see
 # engine.py): durable-rules crashes when no fact of a session matched anything.
 SEEN_RULE = "_seen"
@@ -33,6 +53,8 @@ class CompiledRule:
     then: Mapping[str, Any]
     order: int  # position in the document, the tie-breaker after priority
     weight: int = 1  # alpha nodes one fact may satisfy at once (alpha_weight)
+    tests: int = 1   # alpha tests in all (test_count)
+    branches: int = 1  # alternatives the engine expands it into (branches)
 
 
 @dataclass(frozen=True)
@@ -46,17 +68,19 @@ class CompiledRuleset:
     @property
     def shards(self) -> list[dict[str, Any]]:
         """The definition split in document order into parts whose rules'
-        weights add up to at most MAX_SHARD_WEIGHT (a heavier rule alone;
-        validation refuses those), each with the sentinel rule."""
+        weights add up to at most MAX_SHARD_WEIGHT and tests to at most
+        MAX_SHARD_TESTS (a heavier rule alone; validation refuses those),
+        each with the sentinel rule."""
         shards: list[dict[str, Any]] = []
         current: dict[str, Any] = {}
-        weight = 0
+        weight = tests = 0
         for rule in self.rules:
-            if current and weight + rule.weight > MAX_SHARD_WEIGHT:
+            if current and (weight + rule.weight > MAX_SHARD_WEIGHT or tests + rule.tests > MAX_SHARD_TESTS):
                 shards.append(current)
-                current, weight = {}, 0
+                current, weight, tests = {}, 0, 0
             current[rule.engine_name] = self.definition[rule.engine_name]
             weight += rule.weight
+            tests += rule.tests
         if current or not shards:
             shards.append(current)
         return [{SEEN_RULE: self.definition[SEEN_RULE], **shard} for shard in shards]
@@ -98,6 +122,15 @@ def alpha_weight(expression: Any) -> int:
     return 1
 
 
+def test_count(expression: Any) -> int:
+    """The alpha tests an expression registers, each value of an in: list one."""
+    if isinstance(expression, dict) and len(expression) == 1:
+        (op, arg), = expression.items()
+        if op in ("$and", "$or") and isinstance(arg, list):
+            return sum(test_count(t) for t in arg)
+    return 1
+
+
 def branches(expression: Any) -> int:
     """Alternatives durable-rules expands a condition into (its disjunctive
     normal form): each is a path that may fire for one fact."""
@@ -133,7 +166,8 @@ def compile_document(doc: RulesetDocument) -> CompiledRuleset:
     def add(rule_id: str, expression: dict, priority: int, then: Mapping[str, Any]) -> None:
         engine_name = f"r{len(rules)}"
         definition[engine_name] = {"all": [{"m": expression}]}
-        rules.append(CompiledRule(engine_name, rule_id, priority, dict(then), len(rules), alpha_weight(expression)))
+        rules.append(CompiledRule(engine_name, rule_id, priority, dict(then), len(rules), alpha_weight(expression),
+                                  test_count(expression), branches(expression)))
 
     definition[SEEN_RULE] = {"all": [{"m": {"$ex": {SENTINEL_FIELD: 1}}}]}
     for table in doc.bands:

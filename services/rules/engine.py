@@ -33,7 +33,7 @@ import durable_rules_engine as _core
 
 from services.common.errors import InvalidArgument
 
-from .compiler import SEEN_RULE, SENTINEL_FIELD, CompiledRule, CompiledRuleset
+from .compiler import SEEN_RULE, SENTINEL_FIELD, CompiledRule, CompiledRuleset, beyond_engine
 
 BATCH = 500  # facts asserted per call: the engine's sweet spot measured here
 _OK, _NOT_HANDLED = 0, 1
@@ -300,6 +300,11 @@ class RuleEngine:
         self._loaded: dict[str, LoadedRuleset] = {}
 
     def load(self, compiled: CompiledRuleset, version: int, list_keys: Iterable[str] = ()) -> LoadedRuleset:
+        for rule in compiled.rules:  # validation refuses these; a version stored behind its back must not hang us
+            beyond = beyond_engine(rule)
+            if beyond:
+                raise EngineError(f"durable-rules cannot take rule {rule.rule_id} of {compiled.name} v{version}: "
+                                  f"{beyond}")
         engine_name = f"{compiled.name}@v{version}#{next(self._names)}"
         definitions = [json.dumps(shard, ensure_ascii=False) for shard in compiled.shards]
         with self._lock:

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .compiler import MAX_SHARD_WEIGHT, alpha_weight, branches, compile_document
+from .compiler import (MAX_RULE_BRANCHES, MAX_SHARD_TESTS, MAX_SHARD_WEIGHT, CompiledRule, alpha_weight, beyond_engine,
+                       branches, compile_document, test_count)
 from .conditions import ConditionError, compile_condition, depth
 from .document import DocumentSyntaxError, RulesetDocument, from_mapping, parse_yaml
 from .engine import MAX_FACT_FIELDS, EngineError, RuleEngine
@@ -30,7 +31,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
 MAX_RULES = 2000            # engine: ~4096
 MAX_DEPTH = 24              # engine: stack 64 deep, our nesting adds levels
 MAX_RULE_WEIGHT = MAX_SHARD_WEIGHT  # tests one input may satisfy at once in one rule (engine: 64, then it dies)
-MAX_RULE_BRANCHES = 1024    # any/in alternatives a rule expands to: each one fires on its own in the engine
+MAX_RULE_TESTS = MAX_SHARD_TESTS    # tests in one rule, each value of an in: list counted (engine: 511 hangs it)
 MAX_REGEX_LENGTH = 200
 MAX_DOCUMENT_BYTES = 1_000_000
 # Nested quantifiers such as (a+)+ or (a*)* blow up durable-rules' regex state
@@ -128,13 +129,11 @@ def _check_rules(raw: Mapping, kind: KindSpec, problems: list[Problem]) -> None:
         _check_fields(kind, fields, f"{path}.when", problems)
         if depth(expression) > MAX_DEPTH:
             problems.append(Problem(f"{path}.when", f"nested deeper than {MAX_DEPTH} levels"))
-        elif alpha_weight(expression) > MAX_RULE_WEIGHT:
-            problems.append(Problem(f"{path}.when", f"more than {MAX_RULE_WEIGHT} tests one input could pass at once "
-                                                    "(an in: list on one field counts once): durable-rules fails "
-                                                    "past 64; split the rule"))
-        elif branches(expression) > MAX_RULE_BRANCHES:
-            problems.append(Problem(f"{path}.when", f"expands to more than {MAX_RULE_BRANCHES} alternatives "
-                                                    "(any/in lists combined with all): split the rule"))
+        else:
+            beyond = beyond_engine(CompiledRule("", "", 0, {}, 0, alpha_weight(expression), test_count(expression),
+                                                branches(expression)))
+            if beyond:
+                problems.append(Problem(f"{path}.when", f"{beyond}; split the rule"))
         _check_regexes(expression, f"{path}.when", problems)
 
 
@@ -279,4 +278,5 @@ def list_keys(kind: KindSpec) -> list[str]:
     return [k for k, mode in kind.outputs.items() if mode == "list"]
 
 
-__all__ = ["ValidationResult", "validate_text", "check_shape", "list_keys", "Problem", "STRING", "STRING_LIST"]
+__all__ = ["MAX_RULE_BRANCHES", "MAX_RULE_TESTS", "MAX_RULE_WEIGHT", "ValidationResult", "validate_text", "check_shape",
+           "list_keys", "Problem", "STRING", "STRING_LIST"]

@@ -243,3 +243,22 @@ def test_a_hundred_rules_one_input_passes_at_once_are_validated_not_crashed(pg_s
     check = stub.ValidateRuleset(rules_pb2.ValidateRulesetRequest(document=yaml.safe_dump(doc)), timeout=60)
     assert not any("durable-rules" in p.message or "input refused" in p.message for p in check.problems)
     assert_alive_and_answering(pg_suite, service)
+
+
+@pytest.mark.parametrize("service", ("tiering", "assignment", "benefits"))
+def test_an_in_list_of_600_values_is_refused_not_hung(pg_suite, service):
+    """511 values or more made registering the ruleset loop forever with the
+    engine lock held: every later evaluation of the process would wait."""
+    from tests.security.test_rule_safety import _field, _kind
+    stub = _rules(pg_suite, service)
+    active = _first_ruleset(pg_suite, service)
+    doc = yaml.safe_load(active.document)
+    field = _field(_kind(service, doc["kind"]), "string")
+    then = next((r["then"] for r in doc.get("rules") or [] if r.get("then")), None)
+    if field is None or then is None:
+        pytest.skip(f"{active.name} has no string field or no rule outcome to copy")
+    doc["rules"] = list(doc["rules"]) + [{"id": "probe.in", "when": {field: {"in": [f"V{i}" for i in range(600)]}},
+                                          "then": then}]
+    check = stub.ValidateRuleset(rules_pb2.ValidateRulesetRequest(document=yaml.safe_dump(doc)), timeout=60)
+    assert not check.valid and any("more than 400 tests" in p.message for p in check.problems)
+    assert_alive_and_answering(pg_suite, service)

@@ -82,3 +82,26 @@ def test_an_in_list_on_one_field_counts_once(kinds, engine):
     text = (f"name: t.in\nkind: test.customer\nrules:\n  - id: codes\n    when: {{card: {{in: [{values}]}}}}\n"
             "    then: {tier: X}\nexamples:\n  - {input: {card: C150}, expect: {tier: X}}\n")
     assert validate_text(text, kinds, engine).ok
+
+
+def test_an_in_list_the_engine_would_hang_on_is_refused_at_validation_and_at_load(kinds, engine):
+    """An in: list of 511 values made registering the ruleset loop forever
+    (a hash set of 512 buckets), with the engine lock held."""
+    from services.rules.engine import EngineError
+    from services.rules.validation import MAX_RULE_TESTS
+    values = ", ".join(f"C{i}" for i in range(600))
+    text = f"name: t.in\nkind: test.customer\nrules:\n  - id: codes\n    when: {{card: {{in: [{values}]}}}}\n" \
+           "    then: {tier: X}\n"
+    (problem,) = validate_text(text, kinds, engine).problems
+    assert f"more than {MAX_RULE_TESTS} tests" in problem.message
+    with pytest.raises(EngineError, match="cannot take rule codes"):  # a version stored behind validation's back
+        engine.load(compile_document(load_text(text)), 1)
+
+
+def test_many_in_lists_spread_over_shards_are_answered():
+    rules = "".join(f"  - id: r{k}\n    when: {{card: {{in: [{', '.join(f'C{k}x{i}' for i in range(300))}]}}}}\n"
+                    f"    then: {{flags: [F{k}]}}\n" for k in range(4))
+    text = f"name: t.ins\nkind: test.customer\nrules:\n{rules}"
+    assert len(compile_document(load_text(text)).shards) == 4
+    assert _in_child(text, [{"card": "C3x299"}, {"card": "C0x0"}, {"card": "nope"}]).split("\n")[:3] == [
+        "1 None 1", "1 None 1", "0 None 0"]
