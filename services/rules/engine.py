@@ -83,6 +83,7 @@ MAX_FACT_FIELDS = 248          # caller's properties per fact, nested ones count
 MAX_FACT_DEPTH = 8             # nesting of mappings and lists
 MAX_FACT_NAME_CHARS = 256      # a field's full dotted name
 MAX_FACT_CHARS = 1_000_000     # the whole fact as JSON (≤ 4 MB of UTF-8, far below the 16 MB per value)
+MAX_FACT_STRING_CHARS = 16_000  # < 64 kB of UTF-8 even at 4 bytes a character: past 65,535 bytes matches silently fail
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1  # the core reads integers with atoll
 RESERVED_FIELDS = frozenset({"sid", "id", SENTINEL_FIELD})  # the engine's own: a caller's would
 # mix up sessions (a leaked sid each) or answers (a foreign id)
@@ -118,7 +119,12 @@ def _takes_engine_hash(name: str) -> bool:
 
 def _value_problem(name: str, value: Any, depth: int) -> tuple[str, str] | None:
     """(problem, limit) for one value, or None; ``name`` is its dotted path."""
-    if isinstance(value, str) or value is None or isinstance(value, bool):
+    if isinstance(value, str):
+        if len(value) > MAX_FACT_STRING_CHARS:
+            return (f"{name}: a string longer than {MAX_FACT_STRING_CHARS} characters "
+                    "(the rule engine's regular expressions stop matching past 64 kB)"), "max_string_chars"
+        return None
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         if not INT64_MIN <= value <= INT64_MAX:
@@ -162,7 +168,8 @@ def _fields_problem(fact: Mapping[str, Any], prefix: str, depth: int, count: lis
         if (not prefix and (key in RESERVED_FIELDS or key[:1] == "$")) or _takes_engine_hash(name):
             return f"field name {name[:40]!r} is reserved by the rule engine", "reserved_field"
         kind = type(value)
-        if kind is str or kind is bool or value is None or (kind is int and INT64_MIN <= value <= INT64_MAX):
+        if (kind is str and len(value) <= MAX_FACT_STRING_CHARS) or kind is bool or value is None \
+                or (kind is int and INT64_MIN <= value <= INT64_MAX):
             continue  # the common cases first: this runs for every fact
         if kind is dict or (kind not in (int, float, list, tuple) and isinstance(value, Mapping)):
             if depth + 1 >= MAX_FACT_DEPTH:

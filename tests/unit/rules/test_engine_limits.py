@@ -8,8 +8,8 @@ import pytest
 
 from services.rules.compiler import compile_document
 from services.rules.document import load_text
-from services.rules.engine import (MAX_FACT_CHARS, MAX_FACT_DEPTH, MAX_FACT_FIELDS, Evaluation, FactRefused,
-                                   RuleEngine)
+from services.rules.engine import (MAX_FACT_DEPTH, MAX_FACT_FIELDS, MAX_FACT_STRING_CHARS, Evaluation,
+                                   FactRefused, RuleEngine)
 
 DOC = """
 name: test.limits
@@ -56,7 +56,8 @@ HOSTILE = {
     "a mapping of 300 in a list": {"aum": 500, "tags": [_wide(300)]},
     "nested lists": {"aum": 500, "tags": [[["vip"]]]},
     "a 20 MB string": {"aum": 500, "note": "x" * 20_000_000},
-    "a fact over the size limit": {"aum": 500, "note": "x" * MAX_FACT_CHARS},
+    "a fact over the size limit": {"aum": 500, "notes": ["x" * 15_000] * 70},
+    "a string past the limit": {"aum": 500, "note": "x" * (MAX_FACT_STRING_CHARS + 1)},
     "a 100 kB field name": {"aum": 500, "k" * 100_000: 1},
     "infinity": {"aum": float("inf")},
     "not a number": {"aum": float("nan")},
@@ -144,3 +145,16 @@ def test_an_input_the_core_cannot_read_is_found_and_refused_alone(loaded, monkey
         (5, "engine_parse"), (13, "engine_parse")]
     assert all(r.rule_ids == ["rich"] for r in results if isinstance(r, Evaluation))
     assert len(results) == len(inputs)
+
+
+def test_a_regular_expression_matches_a_string_at_the_limit():
+    engine = RuleEngine()
+    text = "name: t.re\nkind: test.customer\nrules:\n  - id: re\n    when: {name: {matches: 'a.*b'}}\n" \
+           "    then: {tier: X}\n"
+    loaded = engine.load(compile_document(load_text(text)), 1)
+    try:
+        for char in ("a", "語", "😀"):  # 1, 3 and 4 bytes of UTF-8
+            value = "a" + char * (MAX_FACT_STRING_CHARS - 2) + "b"
+            assert loaded.evaluate({"name": value}).rule_ids == ["re"], char
+    finally:
+        engine.unload(loaded)
