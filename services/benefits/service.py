@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.db import UnitOfWork, retry_on_conflict
 from services.common.errors import FailedPrecondition, InvalidArgument, KequnError, NotFound, ResourceExhausted
+from services.common.limits import MAX_POINTS_BALANCE, MAX_STOCK
 from services.common.paging import decode_token, encode_token, page_size, scope
 
 from . import audit_records as audit
@@ -547,6 +548,10 @@ class BenefitsService:
             stock = repo.adjust_on_hand(benefit_id, delta, now)
             if stock is None:
                 row = repo.inventory(benefit_id)
+                if delta > 0:
+                    raise FailedPrecondition(f"stock of {benefit_id} would pass its cap of {MAX_STOCK} units",
+                                             reason="LIMIT_EXCEEDED", metadata={"benefit_id": benefit_id,
+                                                                                "limit": MAX_STOCK})
                 raise FailedPrecondition(f"cannot take {-delta} out of {benefit_id}: {row.on_hand} on hand, "
                                          f"{row.reserved} held by claims")
             movement = "IN" if delta > 0 else "ADJUST"
@@ -621,6 +626,10 @@ class BenefitsService:
         def work(repo: BenefitsRepository, now: datetime, entries: list) -> dict:
             if method == "CreditPoints":
                 delta, balance = amount, repo.credit_points(customer_id, amount)
+                if balance is None:
+                    raise FailedPrecondition(f"the points balance would pass its cap of {MAX_POINTS_BALANCE}",
+                                             reason="LIMIT_EXCEEDED", metadata={"customer_id": customer_id,
+                                                                                "limit": MAX_POINTS_BALANCE})
             else:
                 delta, balance = -amount, repo.debit_points(customer_id, amount)
                 if balance is None:

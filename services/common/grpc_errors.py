@@ -25,6 +25,17 @@ from services.common.rpc import CallContext, wrap_handler
 
 log = logging.getLogger(__name__)
 
+# The last line of defence against echoing what a caller sent: the edge already refuses
+# oversized fields (services/common/bounds.py); whatever a message still quotes is cut here.
+MAX_MESSAGE = 300
+MAX_DETAIL = 200
+MAX_VIOLATIONS = 50
+MAX_METADATA_VALUE = 128
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
 _CODES: dict[type[errors.KequnError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -41,7 +52,7 @@ _CODES: dict[type[errors.KequnError], grpc.StatusCode] = {
 
 
 def _status(code: grpc.StatusCode, message: str, details=()) -> status_pb2.Status:
-    st = status_pb2.Status(code=code.value[0], message=message)
+    st = status_pb2.Status(code=code.value[0], message=clip(message, MAX_MESSAGE))
     for d in details:
         st.details.add().Pack(d)
     return st
@@ -50,8 +61,8 @@ def _status(code: grpc.StatusCode, message: str, details=()) -> status_pb2.Statu
 def error_details(reason: str, metadata: dict[str, str] | None = None,
                   retry_after: float | None = None) -> list:
     """ErrorInfo (and RetryInfo when the caller should retry after a pause)."""
-    details: list = [error_details_pb2.ErrorInfo(reason=reason, domain=errors.ERROR_DOMAIN,
-                                                 metadata=metadata or {})]
+    metadata = {clip(k, MAX_METADATA_VALUE): clip(v, MAX_METADATA_VALUE) for k, v in (metadata or {}).items()}
+    details: list = [error_details_pb2.ErrorInfo(reason=reason, domain=errors.ERROR_DOMAIN, metadata=metadata)]
     if retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(retry_after * 1e9))
@@ -80,8 +91,8 @@ def to_status_proto(exc: BaseException) -> status_pb2.Status:
             extra = ()
             if isinstance(exc, errors.InvalidArgument) and exc.violations:
                 extra = (error_details_pb2.BadRequest(field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                    for f, d in exc.violations
+                    error_details_pb2.BadRequest.FieldViolation(field=clip(f, MAX_DETAIL), description=clip(d, MAX_DETAIL))
+                    for f, d in exc.violations[:MAX_VIOLATIONS]
                 ]),)
             return status_proto(_CODES[cls], exc.message, exc.reason, exc.metadata, exc.retry_after, extra)
     if is_conflict(exc):

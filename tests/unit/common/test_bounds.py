@@ -150,3 +150,20 @@ def test_nan_and_infinite_numbers_are_refused():
     # map entries are named by position (protobuf maps have no order), never by key
     assert len(found) == 2
     assert all(f.startswith("sample[0].fields[") and f.endswith("].value.number_value") for f, _ in found)
+
+
+def test_the_status_of_any_error_quotes_at_most_a_short_prefix():
+    from google.rpc import error_details_pb2
+    from services.common.grpc_errors import MAX_MESSAGE, to_status_proto
+    sent = "Z" * 1_000_000
+    for exc in (errors.NotFound(f"customer {sent} has never been evaluated", metadata={"customer_id": sent}),
+                errors.InvalidArgument(violations=[(sent, sent)] * 1000)):
+        status = to_status_proto(exc)
+        assert len(status.message) <= MAX_MESSAGE
+        assert status.ByteSize() < 40_000
+        for detail in status.details:
+            for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest):
+                if detail.Is(kind.DESCRIPTOR):
+                    unpacked = kind()
+                    detail.Unpack(unpacked)
+                    assert "Z" * 200 not in str(unpacked)
