@@ -203,7 +203,7 @@ FIELDS: dict[str, dict[str, Bound]] = {
     # 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z, as google/protobuf/timestamp.proto says
     "google.protobuf.Timestamp": {"seconds": Int(-62_135_596_800, 253_402_300_799), "nanos": Int(0, 999_999_999)},
     # Simulation samples: the engine wrapper enforces its own per-fact limits on top.
-    "google.protobuf.Struct": {"fields": Map(1000, Str(200))},
+    "google.protobuf.Struct": {"fields": Map(250, Str(200))},  # the engine: 255 properties per object
     "google.protobuf.Value": {"number_value": Float(-1e18, 1e18), "string_value": Str(10_000, TEXT)},
     "google.protobuf.ListValue": {"values": Many(1000)},
 }
