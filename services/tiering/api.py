@@ -10,7 +10,7 @@ from kequn.common.v1 import common_pb2
 from kequn.tiering.v1 import tiering_pb2, tiering_pb2_grpc
 from services.common.bounds import item_error
 from services.common.errors import InvalidArgument
-from services.common.grpc_errors import to_status_proto
+from services.common.grpc_errors import sent_strings, to_status_proto
 
 from .batching import read_ahead_chunks
 from .domain import Holding, Snapshot
@@ -146,7 +146,8 @@ class TieringApi(tiering_pb2_grpc.TieringServiceServicer):
                 continue
             o = next(outcomes)
             answers.append(tiering_pb2.TierDecision(customer_id=o.customer_id, dry_run=o.dry_run,
-                                                    error=to_status_proto(o.error)) if o.error is not None
+                                                    error=to_status_proto(o.error, sent_strings(r)))
+                           if o.error is not None
                            else decision_to_proto(o.stored, o.dry_run, shared))
         return answers
 

@@ -167,3 +167,17 @@ def test_the_status_of_any_error_quotes_at_most_a_short_prefix():
                     unpacked = kind()
                     detail.Unpack(unpacked)
                     assert "Z" * 200 not in str(unpacked)
+
+
+def test_errors_quote_at_most_64_characters_of_any_request_string():
+    from services.common.grpc_errors import MAX_ECHO, sent_strings, to_status_proto
+    from kequn.rules.v1 import rules_pb2 as r
+    name = "".join(f"{i:03d}" for i in range(33))  # 99 characters, within its bound of 100
+    request = r.GetRulesetRequest(name=name, version=1)
+    sent = sent_strings(request)
+    assert sent == [name]
+    status = to_status_proto(errors.NotFound(f"ruleset {name} is not served here", metadata={"name": name}), sent)
+    assert status.message == f"ruleset {name[:MAX_ECHO]}… is not served here"
+    assert name[:MAX_ECHO + 1] not in str(status)
+    partial = to_status_proto(errors.InvalidArgument(violations=[("name", f"unknown: {name[:80]}")]), sent)
+    assert name[:MAX_ECHO + 1] not in str(partial)
