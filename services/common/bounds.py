@@ -1,9 +1,9 @@
 """Every request field within its declared bounds, before any use case runs.
 
 The bounds are declared once, in services/common/limits.py. This module
-compiles them, per message type, into a checker that walks only the fields a
-request actually sets (ListFields), so a typical EvaluateCustomerRequest
-costs a few microseconds (docs/reliability.md has the figure).
+compiles them, per message type, into straight-line Python (one attribute
+read and one comparison per scalar field), so a typical
+EvaluateCustomerRequest costs about 3 µs (docs/reliability.md, bench/bounds_bench.py).
 
 BoundsInterceptor (in every server, see server.py) refuses a request with a
 field out of bounds: INVALID_ARGUMENT, reason INVALID_INPUT, one BadRequest
@@ -15,7 +15,6 @@ one in place with `item_error(item)`.
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterator
 
@@ -29,14 +28,27 @@ from services.common.rpc import wrap_handler
 
 MAX_VIOLATIONS = 10
 
-# Identifiers: no C0/C1 controls, no invisible format characters (bidi overrides, zero widths,
-# BOM, tags) that make two ids look alike. Text: only tab, LF and CR of the controls. PostgreSQL
+# Identifiers: printable characters only (str.isprintable: no controls such as NUL or newline, no
+# invisible format characters such as bidi overrides or zero widths that make two ids look alike,
+# no separators but the ASCII space). Text: only tab, LF and CR of the C0 controls. PostgreSQL
 # refuses NUL in any text column.
-_ID_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
-                     "\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]")
 _TEXT_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_CHARS = {ID_CHARS: (_ID_BAD, "must not contain control or invisible format characters"),
-          TEXT: (_TEXT_BAD, "must not contain NUL or control characters other than tab and newlines")}
+_ID_WHY = "must be printable: no control, format or separator characters"
+_TEXT_WHY = "must not contain NUL or control characters other than tab and newlines"
+
+
+def _bad_chars(v: str, chars: str) -> bool:
+    if v.isprintable():
+        return False
+    return chars == ID_CHARS or _TEXT_BAD.search(v) is not None
+
+
+def _str_fail(out, path: str, v: str, n: int, chars: str) -> None:
+    """Called only when a string failed its fast check: says which way."""
+    if len(v) > n:
+        _add(out, path, f"at most {n} characters (got {len(v)})")
+    elif _bad_chars(v, chars):
+        _add(out, path, _ID_WHY if chars == ID_CHARS else _TEXT_WHY)
 
 _STRING_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 _INT_TYPES = (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
@@ -98,9 +110,7 @@ def _fallback(field: FieldDescriptor) -> Bound:
 
 def _scalar_check(bound: Bound, field: FieldDescriptor) -> Check:
     if isinstance(bound, Str):
-        n = bound.max_len
-        bad, why = _CHARS[bound.chars]
-        too_long = f"at most {n} characters"
+        n, chars = bound.max_len, bound.chars
         if field.type == FieldDescriptor.TYPE_BYTES:
             def check_bytes(v, path, out):
                 if len(v) > n:
@@ -108,10 +118,8 @@ def _scalar_check(bound: Bound, field: FieldDescriptor) -> Check:
             return check_bytes
 
         def check_str(v, path, out):
-            if len(v) > n:
-                _add(out, path, f"{too_long} (got {len(v)})")
-            elif bad.search(v) is not None:
-                _add(out, path, why)
+            if len(v) > n or _bad_chars(v, chars):
+                _str_fail(out, path, v, n, chars)
         return check_str
     if isinstance(bound, Int):
         lo, hi = bound.lo, bound.hi
@@ -126,7 +134,7 @@ def _scalar_check(bound: Bound, field: FieldDescriptor) -> Check:
         why = f"must be a finite number between {lo:g} and {hi:g}"
 
         def check_float(v, path, out):
-            if not (lo <= v <= hi) or math.isnan(v):
+            if not (lo <= v <= hi):  # NaN compares false
                 _add(out, path, why)
         return check_float
     raise TypeError(f"{field.full_name}: {bound!r} does not fit a {field.type} field")
@@ -135,43 +143,60 @@ def _scalar_check(bound: Bound, field: FieldDescriptor) -> Check:
 # --- message checkers -------------------------------------------------------------------------
 
 _CHECKERS: dict[str, Callable[[object, str, Violations], None]] = {}
+# Globals of the generated checkers: helpers, and each compiled checker under a name of its own
+# (looked up at call time, so message types may contain themselves).
+_BY_TYPE: dict[type, Callable[[object, str, Violations], None]] = {}
+_NS: dict[str, object] = {"_add": _add, "_str_fail": _str_fail, "_TEXT_BAD": _TEXT_BAD}
 
 
 def _message_checker(descriptor: Descriptor) -> Callable[[object, str, Violations], None]:
-    """A checker of messages of `descriptor` (compiled once; recursive types allowed)."""
+    """A checker of messages of `descriptor`, compiled once into straight-line Python: one
+    attribute read and one comparison per scalar field (the hot path: tiering's unary call)."""
     name = descriptor.full_name
     if name in _CHECKERS:
         return _CHECKERS[name]
-    per_field: dict[int, Check] = {}
-
-    def check_message(msg, prefix, out):
-        for field, value in msg.ListFields():
-            check = per_field.get(field.number)
-            if check is not None:
-                check(value, prefix + field.name, out)
-
-    _CHECKERS[name] = check_message  # before compiling fields: messages may contain themselves
-    for field in descriptor.fields:
-        check = _field_check(field)
-        if check is not None:
-            per_field[field.number] = check
-    return check_message
+    me = f"_m{len(_CHECKERS)}"
+    _CHECKERS[name] = lambda msg, prefix, out: _NS[me](msg, prefix, out)  # until compiled (recursion)
+    lines = ["def check(msg, prefix, out):"]
+    for i, field in enumerate(descriptor.fields):
+        lines += _field_lines(field, f"{me}_{i}")
+    if len(lines) == 1:
+        lines.append("    pass")
+    code = compile("\n".join(lines), f"<bounds of {name}>", "exec")
+    scope: dict[str, object] = {}
+    exec(code, _NS, scope)  # noqa: S102 - our own source, generated from descriptors
+    _NS[me] = _CHECKERS[name] = scope["check"]
+    return _NS[me]
 
 
-def _field_check(field: FieldDescriptor) -> Check | None:
+def _field_lines(field: FieldDescriptor, helper: str) -> list[str]:
+    """Source lines checking `field` of `msg` (a closure in _NS[helper] for lists and maps)."""
+    f = field.name
     bound = declared(field)
     if bound is None and needs_bound(field):
         bound = _fallback(field)
-    if is_map(field):
-        return _map_check(field, bound)
-    if is_repeated(field):
-        return _many_check(field, bound)
+    if is_map(field) or is_repeated(field):
+        _NS[helper] = _map_check(field, bound) if is_map(field) else _many_check(field, bound)
+        return [f"    v = msg.{f}", "    if v:", f"        {helper}(v, prefix + {f!r}, out)"]
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        sub = _message_checker(field.message_type)
-        return lambda v, path, out: sub(v, path + ".", out)
+        _NS[helper] = _message_checker(field.message_type)
+        return [f"    if msg.HasField({f!r}):", f"        {helper}(msg.{f}, prefix + {(f + '.')!r}, out)"]
     if bound is None:
-        return None  # bool, enum
-    return _scalar_check(bound, field)
+        return []  # bool, enum
+    if isinstance(bound, Str) and field.type == FieldDescriptor.TYPE_STRING:
+        fast = "not v.isprintable()" if bound.chars == ID_CHARS else \
+            "(not v.isprintable() and _TEXT_BAD.search(v) is not None)"
+        return [f"    v = msg.{f}", f"    if v and (len(v) > {bound.max_len} or {fast}):",
+                f"        _str_fail(out, prefix + {f!r}, v, {bound.max_len}, {bound.chars!r})"]
+    if isinstance(bound, Int) and field.type in _INT_TYPES:
+        return [f"    v = msg.{f}", f"    if v < {bound.lo} or v > {bound.hi}:",
+                f"        _add(out, prefix + {f!r}, {f'must be between {bound.lo} and {bound.hi}'!r})"]
+    if isinstance(bound, Float) and field.type in _FLOAT_TYPES:
+        why = f"must be a finite number between {bound.lo:g} and {bound.hi:g}"
+        return [f"    v = msg.{f}", f"    if not ({bound.lo!r} <= v <= {bound.hi!r}):",
+                f"        _add(out, prefix + {f!r}, {why!r})"]
+    _NS[helper] = _scalar_check(bound, field)  # bytes; raises TypeError for a bound of the wrong kind
+    return [f"    v = msg.{f}", "    if v:", f"        {helper}(v, prefix + {f!r}, out)"]
 
 
 def _many_check(field: FieldDescriptor, bound: Bound) -> Check:
@@ -243,8 +268,11 @@ def _map_check(field: FieldDescriptor, bound: Bound) -> Check:
 def violations(message) -> list[tuple[str, str]]:
     """(field path, description) of every bound `message` breaks (at most MAX_VIOLATIONS)."""
     out: Violations = []
+    check = _BY_TYPE.get(type(message))
+    if check is None:
+        check = _BY_TYPE[type(message)] = _message_checker(message.DESCRIPTOR)
     try:
-        _message_checker(message.DESCRIPTOR)(message, "", out)
+        check(message, "", out)
     except Full:
         pass
     return out
@@ -284,11 +312,10 @@ class BoundsInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         method = handler_call_details.method or ""
-        if handler is None or not method.startswith("/kequn."):
-            return handler
-        per_item = method in PER_ITEM_STREAMS
-        if per_item:
-            return handler
+        if handler is None or not method.startswith("/kequn.") or handler.request_deserializer is None:
+            return handler  # health, reflection, raw-bytes handlers: nothing declared
+        if method in PER_ITEM_STREAMS:
+            return handler  # the API answers each bad item in place (item_error)
         request_streaming = handler.request_streaming
 
         def wrap(behavior, streaming):

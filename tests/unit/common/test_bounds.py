@@ -94,7 +94,7 @@ def test_a_typical_request_is_within_bounds():
 def test_nul_and_control_characters_in_identifiers_are_refused_with_the_field_path():
     for bad in ("C1\x00", "C1\n", "\u202eC1", "C\u200b1"):
         assert bounds.violations(_snapshot(customer_id=bad)) == [
-            ("customer.customer_id", "must not contain control or invisible format characters")]
+            ("customer.customer_id", "must be printable: no control, format or separator characters")]
     # free text keeps newlines but not NUL
     ok = benefits_pb2.CancelClaimRequest(claim_id="c1", reason="line one\nline two\tend", request_id="r")
     assert bounds.violations(ok) == []
