@@ -467,12 +467,11 @@ class AssignmentService:
     # --- books and managers ---------------------------------------------------------------
 
     def get_book(self, staff_id: str, page_size: int, page_token: str) -> BookView:
-        from services.common.paging import decode_token, encode_token
+        from services.common.paging import decode_token, encode_token, scope
         from services.common.paging import page_size as checked_size
         size_limit = checked_size(page_size)
-        after = decode_token(page_token) or ""
-        if not isinstance(after, str):
-            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        token_scope = scope("assignment.GetBook", staff_id)
+        after = decode_token(page_token, token_scope, expect=str) or ""
         policy, _ = self.policy()
         with self.engine.connect() as conn:
             member = self._staff(conn, staff_id)
@@ -486,7 +485,7 @@ class AssignmentService:
         more = len(ids) > size_limit
         ids = ids[:size_limit]
         return BookView(staff_id, member.role, member.branch_id, size, book.initial, book.max, tuple(ids),
-                        encode_token(ids[-1]) if more else "", locked)
+                        encode_token(ids[-1], token_scope) if more else "", locked)
 
     def customer_managers(self, customer_id: str) -> list[ManagerView]:
         with self.engine.connect() as conn:
@@ -755,12 +754,11 @@ class AssignmentService:
 
     def list_change_requests(self, status: str, branch_id: str, customer_id: str, page_size: int,
                              page_token: str) -> tuple[list[dict], str]:
-        from services.common.paging import decode_token, encode_token
+        from services.common.paging import decode_token, encode_token, scope
         from services.common.paging import page_size as checked_size
         limit = checked_size(page_size)
-        offset = decode_token(page_token) or 0
-        if not isinstance(offset, int) or offset < 0:
-            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        token_scope = scope("assignment.ListChangeRequests", status, branch_id, customer_id)
+        offset = decode_token(page_token, token_scope, expect=int) or 0
         self.expire_due()
         with self.engine.connect() as conn:
             q = select(t.change_requests)
@@ -776,18 +774,17 @@ class AssignmentService:
                                                              t.change_requests.c.change_request_id.desc())
                                                   .offset(offset).limit(limit + 1))]
         more = len(rows) > limit
-        return rows[:limit], (encode_token(offset + limit) if more else "")
+        return rows[:limit], (encode_token(offset + limit, token_scope) if more else "")
 
     def list_audit_events(self, page_size: int, page_token: str, subject: str = "", actor: str = "",
                           action: str = "", start: datetime | None = None, end: datetime | None = None
                           ) -> tuple[list[dict], str]:
         """The audit chain, newest first; `start` ≤ at < `end` (aware datetimes)."""
-        from services.common.paging import decode_token, encode_token
+        from services.common.paging import decode_token, encode_token, scope
         from services.common.paging import page_size as checked_size
         limit = checked_size(page_size)
-        before_id = decode_token(page_token)
-        if before_id is not None and (not isinstance(before_id, int) or isinstance(before_id, bool)):
-            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        token_scope = scope("assignment.ListAuditEvents", subject, actor, action, start, end)
+        before_id = decode_token(page_token, token_scope, expect=int)
         log = t.audit_log
         q = select(log)
         for col, value in ((log.c.subject, subject), (log.c.actor, actor), (log.c.action, action)):
@@ -807,7 +804,7 @@ class AssignmentService:
                     for r in conn.execute(q.order_by(log.c.id.desc()).limit(limit + 1))]
         more = len(rows) > limit
         rows = rows[:limit]
-        return rows, (encode_token(rows[-1]["event_id"]) if more else "")
+        return rows, (encode_token(rows[-1]["event_id"], token_scope) if more else "")
 
     # --- metrics --------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.db import UnitOfWork, retry_on_conflict
 from services.common.errors import FailedPrecondition, InvalidArgument, KequnError, NotFound, ResourceExhausted
-from services.common.paging import decode_token, encode_token, page_size
+from services.common.limits import MAX_POINTS_BALANCE, MAX_STOCK
+from services.common.paging import decode_token, encode_token, page_size, scope
 
 from . import audit_records as audit
 from . import domain
@@ -462,13 +463,12 @@ class BenefitsService:
     def list_claims(self, customer_id: str, size: int = 0, token: str = "") -> tuple[list[ClaimRecord], str]:
         _required("customer_id", customer_id, 64)
         limit = page_size(size)
-        after = decode_token(token)
-        if after is not None and (not isinstance(after, list) or len(after) != 2):
-            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        token_scope = scope("benefits.ListClaims", customer_id)
+        after = decode_token(token, token_scope, expect=list)
         with self._reading() as repo:
             rows = repo.claims_page(customer_id, after, limit + 1)
         records = [ClaimRecord.of(r) for r in rows[:limit]]
-        nxt = encode_token([records[-1].claimed_at.isoformat(), records[-1].claim_id]) if len(rows) > limit else ""
+        nxt = encode_token([records[-1].claimed_at.isoformat(), records[-1].claim_id], token_scope) if len(rows) > limit else ""
         return records, nxt
 
     # ----------------------------------------------------- administration
@@ -548,6 +548,10 @@ class BenefitsService:
             stock = repo.adjust_on_hand(benefit_id, delta, now)
             if stock is None:
                 row = repo.inventory(benefit_id)
+                if delta > 0:
+                    raise FailedPrecondition(f"stock of {benefit_id} would pass its cap of {MAX_STOCK} units",
+                                             reason="LIMIT_EXCEEDED", metadata={"benefit_id": benefit_id,
+                                                                                "limit": MAX_STOCK})
                 raise FailedPrecondition(f"cannot take {-delta} out of {benefit_id}: {row.on_hand} on hand, "
                                          f"{row.reserved} held by claims")
             movement = "IN" if delta > 0 else "ADJUST"
@@ -622,6 +626,10 @@ class BenefitsService:
         def work(repo: BenefitsRepository, now: datetime, entries: list) -> dict:
             if method == "CreditPoints":
                 delta, balance = amount, repo.credit_points(customer_id, amount)
+                if balance is None:
+                    raise FailedPrecondition(f"the points balance would pass its cap of {MAX_POINTS_BALANCE}",
+                                             reason="LIMIT_EXCEEDED", metadata={"customer_id": customer_id,
+                                                                                "limit": MAX_POINTS_BALANCE})
             else:
                 delta, balance = -amount, repo.debit_points(customer_id, amount)
                 if balance is None:

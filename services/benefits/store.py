@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
 from services.common.audit import append_audit_many, audit_table
+from services.common.limits import MAX_POINTS_BALANCE, MAX_STOCK
 
 metadata = MetaData()
 
@@ -318,10 +319,11 @@ class BenefitsRepository:
         _insert_ignore(self.s, inventory, {"benefit_id": benefit_id, "on_hand": 0, "reserved": 0, "updated_at": now})
 
     def adjust_on_hand(self, benefit_id: str, delta: int, now: datetime):
-        """on_hand += delta unless that would go below what claims hold: the
-        row after (on_hand, reserved), or None if refused."""
+        """on_hand += delta unless that would go below what claims hold or
+        above MAX_STOCK: the row after (on_hand, reserved), or None if refused."""
         return self.s.execute(update(inventory).where(
-            inventory.c.benefit_id == benefit_id, inventory.c.on_hand + delta >= inventory.c.reserved)
+            inventory.c.benefit_id == benefit_id, inventory.c.on_hand + delta >= inventory.c.reserved,
+            inventory.c.on_hand + delta <= MAX_STOCK)
             .values(on_hand=inventory.c.on_hand + delta, updated_at=now)
             .returning(inventory.c.on_hand, inventory.c.reserved)).first()
 
@@ -391,13 +393,15 @@ class BenefitsRepository:
         row = self.s.execute(select(points.c.balance).where(points.c.customer_id == customer_id)).first()
         return row.balance if row else 0
 
-    def credit_points(self, customer_id: str, amount: int) -> int:
-        """The balance after; one upsert (creates the account at the first credit)."""
+    def credit_points(self, customer_id: str, amount: int) -> int | None:
+        """The balance after, or None when it would pass MAX_POINTS_BALANCE; one
+        upsert (creates the account at the first credit)."""
         dialect = postgresql if _is_postgres(self.s) else sqlite
         stmt = dialect.insert(points).values(customer_id=customer_id, balance=amount)
         return self.s.execute(stmt.on_conflict_do_update(
-            index_elements=[points.c.customer_id], set_={"balance": points.c.balance + amount})
-            .returning(points.c.balance)).scalar_one()
+            index_elements=[points.c.customer_id], set_={"balance": points.c.balance + amount},
+            where=points.c.balance <= MAX_POINTS_BALANCE - amount)
+            .returning(points.c.balance)).scalar()
 
     def debit_points(self, customer_id: str, amount: int) -> int | None:
         """The balance after, or None if it is short."""

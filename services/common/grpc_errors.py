@@ -25,6 +25,61 @@ from services.common.rpc import CallContext, wrap_handler
 
 log = logging.getLogger(__name__)
 
+# The last line of defence against echoing what a caller sent: the edge already refuses
+# oversized fields (services/common/bounds.py); whatever a message still quotes is cut here.
+MAX_MESSAGE = 300
+MAX_DETAIL = 200
+MAX_VIOLATIONS = 50
+MAX_METADATA_VALUE = 128
+
+
+MAX_ECHO = 64  # characters of one value the caller sent that an answer may quote
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def sent_strings(message, limit: int = 50) -> list[str]:
+    """The strings longer than MAX_ECHO in a request message (nested ones too),
+    longest first: what `unquote` keeps out of its error."""
+    out: list[str] = []
+
+    def walk(msg, depth):
+        for field, value in msg.ListFields():
+            if len(out) >= limit or depth > 8:
+                return
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                items = [v for kv in value.items() for v in kv]
+            elif field.is_repeated:
+                items = list(value)
+            else:
+                items = [value]
+            for item in items:
+                if isinstance(item, str):
+                    if len(item) > MAX_ECHO:
+                        out.append(item)
+                elif hasattr(item, "ListFields"):
+                    walk(item, depth + 1)
+
+    if hasattr(message, "ListFields"):
+        walk(message, 0)
+    return sorted(out, key=len, reverse=True)
+
+
+def unquote(text: str, sent: list[str]) -> str:
+    """`text` with every quote of more than MAX_ECHO characters of a `sent` value cut to that prefix."""
+    for value in sent:
+        head = value[:MAX_ECHO + 1]
+        at = text.find(head)
+        while at != -1:
+            end, k = at + len(head), len(head)
+            while end < len(text) and k < len(value) and text[end] == value[k]:
+                end, k = end + 1, k + 1
+            text = text[:at] + value[:MAX_ECHO] + "…" + text[end:]
+            at = text.find(head, at + MAX_ECHO + 1)
+    return text
+
 _CODES: dict[type[errors.KequnError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -41,7 +96,7 @@ _CODES: dict[type[errors.KequnError], grpc.StatusCode] = {
 
 
 def _status(code: grpc.StatusCode, message: str, details=()) -> status_pb2.Status:
-    st = status_pb2.Status(code=code.value[0], message=message)
+    st = status_pb2.Status(code=code.value[0], message=clip(message, MAX_MESSAGE))
     for d in details:
         st.details.add().Pack(d)
     return st
@@ -50,8 +105,8 @@ def _status(code: grpc.StatusCode, message: str, details=()) -> status_pb2.Statu
 def error_details(reason: str, metadata: dict[str, str] | None = None,
                   retry_after: float | None = None) -> list:
     """ErrorInfo (and RetryInfo when the caller should retry after a pause)."""
-    details: list = [error_details_pb2.ErrorInfo(reason=reason, domain=errors.ERROR_DOMAIN,
-                                                 metadata=metadata or {})]
+    metadata = {clip(k, MAX_METADATA_VALUE): clip(v, MAX_METADATA_VALUE) for k, v in (metadata or {}).items()}
+    details: list = [error_details_pb2.ErrorInfo(reason=reason, domain=errors.ERROR_DOMAIN, metadata=metadata)]
     if retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(retry_after * 1e9))
@@ -72,7 +127,7 @@ def abort_status(context: grpc.ServicerContext, code: grpc.StatusCode, message: 
     context.abort_with_status(rpc_status.to_status(status_proto(code, message, reason, metadata, retry_after)))
 
 
-def to_status_proto(exc: BaseException) -> status_pb2.Status:
+def to_status_proto(exc: BaseException, sent: list[str] = ()) -> status_pb2.Status:
     """The google.rpc.Status a caller should see for `exc` (also used for
     per-item errors inside streams, e.g. TierDecision.error)."""
     for cls in type(exc).__mro__:
@@ -80,10 +135,13 @@ def to_status_proto(exc: BaseException) -> status_pb2.Status:
             extra = ()
             if isinstance(exc, errors.InvalidArgument) and exc.violations:
                 extra = (error_details_pb2.BadRequest(field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                    for f, d in exc.violations
+                    error_details_pb2.BadRequest.FieldViolation(field=clip(unquote(f, sent), MAX_DETAIL),
+                                                                description=clip(unquote(d, sent), MAX_DETAIL))
+                    for f, d in exc.violations[:MAX_VIOLATIONS]
                 ]),)
-            return status_proto(_CODES[cls], exc.message, exc.reason, exc.metadata, exc.retry_after, extra)
+            metadata = {k: unquote(v, sent) for k, v in exc.metadata.items()} if sent else exc.metadata
+            return status_proto(_CODES[cls], unquote(exc.message, sent), exc.reason, metadata, exc.retry_after,
+                                extra)
     if is_conflict(exc):
         return status_proto(grpc.StatusCode.ABORTED, "aborted: concurrent modification, retry",
                             "CONFLICT", retry_after=errors.Aborted.default_retry_after)
@@ -106,9 +164,11 @@ def to_grpc_status(exc: BaseException) -> grpc.Status:
     return rpc_status.to_status(to_status_proto(exc))
 
 
-def abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:
-    """Abort the RPC with the status for `exc`. Always raises."""
-    context.abort_with_status(to_grpc_status(exc))
+def abort_with(context: grpc.ServicerContext, exc: BaseException, request=None) -> None:
+    """Abort the RPC with the status for `exc`, quoting at most MAX_ECHO
+    characters of any string of `request`. Always raises."""
+    sent = sent_strings(request) if request is not None else ()
+    context.abort_with_status(rpc_status.to_status(to_status_proto(exc, sent)))
 
 
 def code_name(status: status_pb2.Status) -> str:
@@ -132,7 +192,7 @@ def _guard(behavior, streaming: bool):
             except Exception as exc:
                 if ctx.aborted:  # context.abort() already chose the status
                     raise
-                abort_with(ctx, exc)
+                abort_with(ctx, exc, request)
         return unary
 
     def stream(request, context):
@@ -142,5 +202,5 @@ def _guard(behavior, streaming: bool):
         except Exception as exc:
             if ctx.aborted:
                 raise
-            abort_with(ctx, exc)
+            abort_with(ctx, exc, request)
     return stream

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from services.common.auth import AuthInterceptor, Policy, TokenStore
+from services.common.bounds import BoundsInterceptor
 from services.common.config import ServiceConfig
 from services.common.grpc_errors import ErrorInterceptor
 from services.common.guards import GuardInterceptor
@@ -76,6 +77,7 @@ class ServiceServer:
                 MetricsInterceptor(registry),
                 AuthInterceptor(token_store, policy),
                 GuardInterceptor(),  # expired deadlines, undecodable requests
+                BoundsInterceptor(),  # every field within services/common/limits.py
                 ErrorInterceptor(),
             ],
             # Past this many in-flight RPCs grpc answers RESOURCE_EXHAUSTED

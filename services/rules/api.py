@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
 from services.common.auth import current_principal
 from services.common.errors import InvalidArgument, NotFound
-from services.common.paging import decode_token, encode_token, page_size
+from services.common.paging import decode_token, encode_token, page_size, scope
 
 from .admin import RuleAdmin, problems_error
 from .document import DocumentSyntaxError, parse_yaml
@@ -145,17 +145,19 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
         _require(name=request.name)
         size = page_size(request.page_size)
         self._own(request.name)
-        start = decode_token(request.page_token) or 0
+        token_scope = scope("rules.ListRulesetVersions", request.name)
+        start = decode_token(request.page_token, token_scope, expect=int) or 0
         records = self.admin.store.list_versions(request.name)
         page = records[start:start + size]
         more = start + size < len(records)
         return rules_pb2.ListRulesetVersionsResponse(
-            versions=[version_message(r) for r in page], next_page_token=encode_token(start + size) if more else "")
+            versions=[version_message(r) for r in page], next_page_token=encode_token(start + size, token_scope) if more else "")
 
     def ListRulesets(self, request, context):
         size = page_size(request.page_size)
         kinds = self.kinds & {request.kind} if request.kind else self.kinds
-        start = decode_token(request.page_token) or 0
+        token_scope = scope("rules.ListRulesets", sorted(kinds))
+        start = decode_token(request.page_token, token_scope, expect=int) or 0
         active = {ref.name: ref for ref in self.admin.store.list_active(kinds)}
         names = self.admin.store.names(kinds)
         summaries = []
@@ -166,4 +168,4 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
                 active_version=active[name].version if name in active else 0))
         more = start + size < len(names)
         return rules_pb2.ListRulesetsResponse(rulesets=summaries,
-                                              next_page_token=encode_token(start + size) if more else "")
+                                              next_page_token=encode_token(start + size, token_scope) if more else "")

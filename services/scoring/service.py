@@ -7,8 +7,6 @@ and its write, and a calculation reads a stable set of values.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -20,6 +18,7 @@ from typing import Callable, NamedTuple, Protocol, Sequence
 
 from sqlalchemy.exc import IntegrityError
 
+from services.common import paging
 from services.common.db import UnitOfWork, retry_on_conflict
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.scoring import domain
@@ -614,18 +613,12 @@ def _utcnow() -> datetime:
 
 
 def _encode_token(query: list, key: tuple[str, str, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps([query, list(key)]).encode()).decode().rstrip("=")
+    # Signed and bound to the query (period, role, branch, finalized_only): services/common/paging.py
+    return paging.encode_token(list(key), paging.scope("scoring.ListScores", *query))
 
 
 def _decode_token(token: str, query: list) -> tuple[str, str, str]:
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        stored_query, key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not (isinstance(key, list) and len(key) == 3 and all(isinstance(k, str) for k in key)):
-            raise ValueError
-    except (ValueError, binascii.Error, TypeError, UnicodeDecodeError):
-        raise InvalidArgument(violations=[("page_token", "not a token this service issued")]) from None
-    if stored_query != query:
-        raise InvalidArgument(violations=[("page_token", "belongs to a different query (period, role, branch, "
-                                                         "finalized_only)")])
+    key = paging.decode_token(token, paging.scope("scoring.ListScores", *query), expect=list)
+    if not (len(key) == 3 and all(isinstance(k, str) for k in key)):
+        raise InvalidArgument(violations=[("page_token", "not a page token this list returned")])
     return tuple(key)  # type: ignore[return-value]

@@ -8,8 +8,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from kequn.common.v1 import common_pb2
 from kequn.tiering.v1 import tiering_pb2, tiering_pb2_grpc
+from services.common.bounds import item_error
 from services.common.errors import InvalidArgument
-from services.common.grpc_errors import to_status_proto
+from services.common.grpc_errors import sent_strings, to_status_proto
 
 from .batching import read_ahead_chunks
 from .domain import Holding, Snapshot
@@ -132,12 +133,23 @@ class TieringApi(tiering_pb2_grpc.TieringServiceServicer):
     def _evaluate_chunk(self, requests) -> list[tiering_pb2.TierDecision]:
         """One transaction's worth of batch requests -> TierDecisions in order
         (a refused item carries its error)."""
-        outcomes = self.service.evaluate_batch_chunk([request_from_proto(r) for r in requests])
+        # Items out of their declared bounds (services/common/limits.py) answer their error in place.
+        refused = [item_error(r) for r in requests]
+        outcomes = iter(self.service.evaluate_batch_chunk(
+            [request_from_proto(r) for r, e in zip(requests, refused) if e is None]))
         shared: dict = {}
-        return [tiering_pb2.TierDecision(customer_id=o.customer_id, dry_run=o.dry_run,
-                                         error=to_status_proto(o.error)) if o.error is not None
-                else decision_to_proto(o.stored, o.dry_run, shared)
-                for o in outcomes]
+        answers = []
+        for r, e in zip(requests, refused):
+            if e is not None:
+                answers.append(tiering_pb2.TierDecision(customer_id=r.customer.customer_id[:64], dry_run=r.dry_run,
+                                                        error=to_status_proto(e)))
+                continue
+            o = next(outcomes)
+            answers.append(tiering_pb2.TierDecision(customer_id=o.customer_id, dry_run=o.dry_run,
+                                                    error=to_status_proto(o.error, sent_strings(r)))
+                           if o.error is not None
+                           else decision_to_proto(o.stored, o.dry_run, shared))
+        return answers
 
     def GetCustomerTier(self, request, context):
         return decision_to_proto(self.service.get_customer_tier(request.customer_id))

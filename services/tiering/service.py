@@ -368,15 +368,14 @@ class TieringService:
         if after_cursor < 0:
             raise InvalidArgument(violations=[("after_cursor", "must not be negative")])
         size = paging.page_size(page_size)
-        position = paging.decode_token(page_token)
+        token_scope = paging.scope("tiering.ListTierChanges", customer_id)
+        position = paging.decode_token(page_token, token_scope, expect=int)
         if position is not None:
-            if not isinstance(position, int) or isinstance(position, bool) or position < 0:
-                raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
             after_cursor = max(after_cursor, position)
         with UnitOfWork(self.session_factory) as uow:
             found = TieringRepository(uow.session).changes(after_cursor, size + 1, customer_id)
         page = found[:size]
-        return page, (paging.encode_token(page[-1].cursor) if len(found) > size else "")
+        return page, (paging.encode_token(page[-1].cursor, token_scope) if len(found) > size else "")
 
     def feed_cursor(self) -> int:
         """The last cursor in the feed (0 = empty)."""

@@ -30,6 +30,62 @@ def start_suite(workdir: Path, services=AVAILABLE, **kwargs) -> Suite:
     return suite
 
 
+class PgSchemas:
+    """One PostgreSQL schema per service in a database of our own on the shared server
+    (KEQUN_TEST_PG_URL); a content digest of every table of a service's schema."""
+
+    def __init__(self) -> None:
+        from tests.conftest import _PgDatabase
+        self.db = _PgDatabase()
+        self.schemas: dict[str, str] = {}
+        self._conns: dict[str, object] = {}
+
+    def url(self, service: str) -> str:
+        from tests.conftest import _fresh_schema_url
+        url, self.schemas[service] = _fresh_schema_url(self.db)  # skips, or fails under CI=true
+        return url
+
+    def digest(self, service: str) -> dict[str, str]:
+        """table -> md5 of its rows (as text, sorted): any insert, update or delete shows."""
+        import psycopg
+        from tests.conftest import _libpq_url
+        conn = self._conns.get(service)
+        if conn is None or conn.closed:
+            conn = self._conns[service] = psycopg.connect(_libpq_url(self.db.url), autocommit=True)
+        schema = self.schemas[service]
+        tables = [r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE "
+                                             "table_schema = %s AND table_type = 'BASE TABLE' ORDER BY 1",
+                                             (schema,))]
+        if not tables:
+            return {}
+        sql = " UNION ALL ".join(
+            f"SELECT '{t}', md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) FROM \"{schema}\".\"{t}\" x"
+            for t in tables)
+        return dict(conn.execute(sql).fetchall())
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self.db.drop()
+
+
+@pytest.fixture(scope="session")
+def pg_suite(tmp_path_factory):
+    """Every available service on PostgreSQL (the production database), one schema each.
+    Without PostgreSQL: skipped, or failed under CI=true. `suite.pg.digest(service)`."""
+    pg = PgSchemas()
+    try:
+        urls = {service: pg.url(service) for service in AVAILABLE}
+        suite = start_suite(tmp_path_factory.mktemp("security-pg-suite"), database_urls=urls)
+    except BaseException:
+        pg.close()
+        raise
+    suite.pg = pg
+    yield suite
+    suite.close()
+    pg.close()
+
+
 @pytest.fixture(scope="session")
 def suite(tmp_path_factory):
     """Every available service, on SQLite, shared by the read-mostly attacks."""

@@ -91,6 +91,10 @@ class _FakeContext:
         self.aborted = code
         raise RuntimeError("aborted")
 
+    def abort_with_status(self, status):
+        self.aborted = status.code
+        raise RuntimeError("aborted")
+
 
 def _guarded(behavior):
     handler = grpc.unary_unary_rpc_method_handler(behavior)

@@ -1,9 +1,10 @@
-"""Hypothesis against every RPC of the running services.
+"""Hypothesis against every RPC of the running services, on PostgreSQL (the
+production database; SQLite only where no PostgreSQL runs and CI is not set).
 
 For every call: never INTERNAL or UNKNOWN, never a hang (every call has a
 deadline; only the watch stream may run into it), the process stays alive
 and SERVING, and a refused mutation changes nothing in the service's
-database (a content hash of every table, before and after). The number of
+database (a content digest of every table, before and after). The number of
 calls is written to bench/results/fuzz-count.txt for docs/reliability.md.
 """
 from __future__ import annotations
@@ -37,10 +38,6 @@ NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 CASES = [(service, rpc) for service in SERVICES for rpc in rpcs_served_by(service)]
 
 
-def _db_path(suite, service) -> Path:
-    return Path(suite.env[f"KEQUN_{service.upper()}_DATABASE_URL"].removeprefix("sqlite:///"))
-
-
 def snapshot(path: Path) -> dict[str, str]:
     """table -> sha256 of its rows: any insert, update or delete shows."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
@@ -61,8 +58,13 @@ class Attack:
     def __init__(self, suite, service, counter):
         self.suite, self.service, self.counter = suite, service, counter
         self.channel = suite.channel(service, "admin")
-        self.db = _db_path(suite, service)
-        self.state = snapshot(self.db)
+        pg = getattr(suite, "pg", None)
+        if pg is not None:
+            self.snapshot = lambda: pg.digest(service)
+        else:
+            path = Path(suite.env[f"KEQUN_{service.upper()}_DATABASE_URL"].removeprefix("sqlite:///"))
+            self.snapshot = lambda: snapshot(path)
+        self.state = self.snapshot()
 
     def _call(self, rpc, request, raw):
         watch = rpc.server_streaming and not rpc.client_streaming
@@ -84,14 +86,14 @@ class Attack:
         if must_be is not None:
             assert code == must_be, f"{rpc.path}: expected {must_be.name}, got {code.name}: {details}"
         if is_mutation(rpc):
-            after = snapshot(self.db)
+            after = self.snapshot()
             if code != grpc.StatusCode.OK and self.changed(after):
                 # Background work (following tiering's feed, placing customers after an accepted
                 # write) may have changed tables meanwhile: send the refused request again while
                 # the service is quiet; now any change is the request's.
                 self.quiesce()
                 code, details = self._call(rpc, request, raw)
-                after = snapshot(self.db)
+                after = self.snapshot()
                 changed = self.changed(after)
                 assert code == grpc.StatusCode.OK or not changed, \
                     f"{rpc.path} was refused ({code.name}: {details}) but changed {changed}"
@@ -103,10 +105,10 @@ class Attack:
 
     def quiesce(self, timeout: float = 30.0):
         deadline = time.monotonic() + timeout
-        previous = snapshot(self.db)
+        previous = self.snapshot()
         while time.monotonic() < deadline:
             time.sleep(0.3)
-            current = snapshot(self.db)
+            current = self.snapshot()
             if current == previous:
                 break
             previous = current
@@ -120,7 +122,18 @@ class Attack:
 
 
 @pytest.fixture(scope="module")
-def attacks(suite, fuzz_counter):
+def target_suite(request):
+    """PostgreSQL; SQLite only when no PostgreSQL runs and CI is not set (under CI=true a
+    missing PostgreSQL fails the run)."""
+    try:
+        return request.getfixturevalue("pg_suite")
+    except pytest.skip.Exception:
+        return request.getfixturevalue("suite")
+
+
+@pytest.fixture(scope="module")
+def attacks(target_suite, fuzz_counter):
+    suite = target_suite
     cache = {}
 
     def get(service):

@@ -231,6 +231,28 @@ def test_points_credit_and_debit_are_idempotent(svc):
     assert svc.reconcile() == []
 
 
+def test_ledgers_stop_at_their_caps_instead_of_overflowing_bigint(svc, monkeypatch):
+    """Sums of values within their edge bounds must not overflow a BIGINT: the balance and the
+    stock have caps (services/common/limits.py), lowered here so a test reaches them in a few calls."""
+    import services.benefits.service as service_module
+    import services.benefits.store as store_module
+    for module in (service_module, store_module):
+        monkeypatch.setattr(module, "MAX_POINTS_BALANCE", 250)
+        monkeypatch.setattr(module, "MAX_STOCK", 30)
+    assert svc.credit_points("C-RICH", 100, "bulk", "cap-1") == 100
+    assert svc.credit_points("C-RICH", 150, "bulk", "cap-2") == 250  # exactly the cap
+    with pytest.raises(FailedPrecondition) as caught:
+        svc.credit_points("C-RICH", 1, "bulk", "cap-3")
+    assert caught.value.reason == "LIMIT_EXCEEDED" and caught.value.metadata["limit"] == "250"
+    assert svc.points_balance("C-RICH") == 250
+    stock(svc, "LOBBY_GIFT", 30)
+    with pytest.raises(FailedPrecondition) as caught:
+        svc.adjust_inventory("LOBBY_GIFT", 1, "one more", "stock-over")
+    assert caught.value.reason == "LIMIT_EXCEEDED"
+    assert svc.get_inventory("LOBBY_GIFT").on_hand == 30
+    assert svc.reconcile() == []
+
+
 def test_upsert_benefit_validates_and_overrides_the_ruleset_entry(svc):
     with pytest.raises(InvalidArgument) as err:
         svc.upsert_benefit("BAD", {"name": "", "kind": "NOPE", "quota_period": "DECADE"})
