@@ -332,14 +332,20 @@ def in_validity(definition: BenefitDefinition, today: date) -> bool:
 def check_offer(definition: BenefitDefinition, channel: str, today: date) -> None:
     """What does not depend on the customer's history: active, in its window,
     through an allowed channel."""
+    bid = definition.benefit_id
     if not definition.active:
-        raise FailedPrecondition(f"benefit {definition.benefit_id} is not active")
+        raise FailedPrecondition(f"benefit {bid} is not active", reason="BENEFIT_INACTIVE",
+                                 metadata={"benefit_id": bid})
     if not in_validity(definition, today):
-        raise FailedPrecondition(f"benefit {definition.benefit_id} is not valid on {today.isoformat()}")
+        raise FailedPrecondition(f"benefit {bid} is not valid on {today.isoformat()}", reason="OUTSIDE_VALIDITY",
+                                 metadata={"benefit_id": bid, "today": today.isoformat(),
+                                           "valid_from": definition.valid_from or "",
+                                           "valid_until": definition.valid_until or ""})
     if not definition.allows_channel(channel):
         raise FailedPrecondition(
-            f"benefit {definition.benefit_id} cannot be claimed through {channel} "
-            f"(allowed: {', '.join(definition.channels)})")
+            f"benefit {bid} cannot be claimed through {channel} (allowed: {', '.join(definition.channels)})",
+            reason="CHANNEL_NOT_ALLOWED",
+            metadata={"benefit_id": bid, "channel": channel, "allowed_channels": ",".join(definition.channels)})
 
 
 def check_usage(definition: BenefitDefinition, usage: Usage, now: datetime) -> None:
@@ -347,11 +353,15 @@ def check_usage(definition: BenefitDefinition, usage: Usage, now: datetime) -> N
     if definition.quota_per_period and usage.used_in_period >= definition.quota_per_period:
         raise FailedPrecondition(
             f"quota used: {usage.used_in_period} of {definition.quota_per_period} per "
-            f"{definition.quota_period.lower()} for {definition.benefit_id}")
+            f"{definition.quota_period.lower()} for {definition.benefit_id}", reason="QUOTA_USED",
+            metadata={"benefit_id": definition.benefit_id, "limit": definition.quota_per_period,
+                      "used": usage.used_in_period, "quota_period": definition.quota_period})
     until = next_claim_at(definition, usage, now)
     if until is not None:
         raise FailedPrecondition(
-            f"cool-down: {definition.benefit_id} can be claimed again from {until.isoformat()}")
+            f"cool-down: {definition.benefit_id} can be claimed again from {until.isoformat()}", reason="COOL_DOWN",
+            metadata={"benefit_id": definition.benefit_id, "next_claim_at": until.isoformat(),
+                      "cooldown_seconds": definition.cooldown_seconds})
 
 
 def usage_from_claims(claims: Iterable[tuple[str, datetime]], current_period_key: str) -> Usage:

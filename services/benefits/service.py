@@ -304,12 +304,13 @@ class BenefitsService:
         policy = self.policy()
         definition = policy.catalog.get(benefit_id)
         if definition is None:
-            raise NotFound(f"benefit {benefit_id} does not exist")
+            raise NotFound(f"benefit {benefit_id} does not exist", metadata={"benefit_id": benefit_id})
         profile = self._profile(policy, customer_id)
         domain.check_offer(definition, channel, policy.calendar.local_date(self._clock()))
         grant = policy.grants(policy.active.evaluate(profile.facts())).get(benefit_id)
         if grant is None:
-            raise FailedPrecondition(f"customer {customer_id} ({profile.tier}) is not eligible for {benefit_id}")
+            raise FailedPrecondition(f"customer {customer_id} ({profile.tier}) is not eligible for {benefit_id}",
+                                     reason="NOT_ELIGIBLE", metadata={"benefit_id": benefit_id, "tier": profile.tier})
         return policy, definition, grant
 
     def _claim_by_request(self, request_id: str):
@@ -337,7 +338,10 @@ class BenefitsService:
         if definition.budget_group and definition.unit_cost_fen:
             budget_period = repo.first_budget_period(definition.budget_group, policy.calendar.budget_periods(now))
             if budget_period is None:
-                raise ResourceExhausted(f"no budget set for group {definition.budget_group} this period")
+                raise ResourceExhausted(f"no budget set for group {definition.budget_group} this period",
+                                        reason="BUDGET_EXHAUSTED",
+                                        metadata={"benefit_id": benefit_id, "budget_group": definition.budget_group,
+                                                  "budget_period": ""})
             charged = definition.unit_cost_fen
         claim = dict(
             claim_id=self._new_id(), request_id=request_id, customer_id=customer_id, benefit_id=benefit_id,
@@ -358,19 +362,25 @@ class BenefitsService:
         if cost:
             balance = repo.debit_points(customer_id, cost)
             if balance is None:
-                raise FailedPrecondition(f"not enough points: {benefit_id} costs {cost}, "
-                                         f"balance {repo.points_balance(customer_id)}")
+                held = repo.points_balance(customer_id)
+                raise FailedPrecondition(f"not enough points: {benefit_id} costs {cost}, balance {held}",
+                                         reason="INSUFFICIENT_POINTS",
+                                         metadata={"benefit_id": benefit_id, "points_cost": cost, "balance": held})
             entries.append(audit.points_entry("points.claim", customer_id, balance, -cost))
         if definition.physical:
             stock = repo.reserve_unit(benefit_id, now)
             if stock is None:
-                raise ResourceExhausted(f"{benefit_id} is out of stock")
+                raise ResourceExhausted(f"{benefit_id} is out of stock", reason="OUT_OF_STOCK",
+                                        metadata={"benefit_id": benefit_id})
             entries.append(audit.stock_entry("inventory.reserve", benefit_id, stock, 0, 1))
             stock_left = stock.on_hand - stock.reserved
         if charged:
             budget = repo.spend_budget(definition.budget_group, budget_period, charged)
             if budget is None:
-                raise ResourceExhausted(f"budget of {definition.budget_group} for {budget_period} is spent")
+                raise ResourceExhausted(f"budget of {definition.budget_group} for {budget_period} is spent",
+                                        reason="BUDGET_EXHAUSTED",
+                                        metadata={"benefit_id": benefit_id, "budget_group": definition.budget_group,
+                                                  "budget_period": budget_period})
             entries.append(audit.budget_entry("budget.spend", definition.budget_group, budget_period, budget,
                                               0, charged))
             budget_left = budget.amount_fen - budget.spent_fen
@@ -391,13 +401,14 @@ class BenefitsService:
                 repo = BenefitsRepository(uow.session)
                 row = repo.claim(claim_id, for_update=True)
                 if row is None:
-                    raise NotFound(f"claim {claim_id} does not exist")
+                    raise NotFound(f"claim {claim_id} does not exist", metadata={"claim_id": claim_id})
                 if row.status == domain.CANCELLED:
                     return ClaimRecord.of(row)
                 now = self._clock()
                 if not repo.transition_claim(claim_id, domain.CANCELLED, cancelled_at=now, cancel_reason=reason):
                     raise FailedPrecondition(f"claim {claim_id} is {row.status}; only a CLAIMED claim can be "
-                                             "cancelled")
+                                             "cancelled", reason="WRONG_STATE",
+                                             metadata={"claim_id": claim_id, "status": row.status})
                 entries = [audit.claim_entry("claim.cancel", {**row._mapping, "status": domain.CANCELLED},
                                              {"status": row.status}, reason)]
                 stock_left = budget_left = None
@@ -436,13 +447,14 @@ class BenefitsService:
                 repo = BenefitsRepository(uow.session)
                 row = repo.claim(claim_id, for_update=True)
                 if row is None:
-                    raise NotFound(f"claim {claim_id} does not exist")
+                    raise NotFound(f"claim {claim_id} does not exist", metadata={"claim_id": claim_id})
                 if row.status == domain.FULFILLED:
                     return ClaimRecord.of(row)
                 now = self._clock()
                 if not repo.transition_claim(claim_id, domain.FULFILLED, fulfilled_at=now):
                     raise FailedPrecondition(f"claim {claim_id} is {row.status}; only a CLAIMED claim can be "
-                                             "fulfilled")
+                                             "fulfilled", reason="WRONG_STATE",
+                                             metadata={"claim_id": claim_id, "status": row.status})
                 entries = [audit.claim_entry("claim.fulfill", {**row._mapping, "status": domain.FULFILLED},
                                              {"status": row.status})]
                 stock_left = None
@@ -531,9 +543,10 @@ class BenefitsService:
         _required_code("benefit_id", benefit_id)
         definition = self.policy().catalog.get(benefit_id)
         if definition is None:
-            raise NotFound(f"benefit {benefit_id} does not exist")
+            raise NotFound(f"benefit {benefit_id} does not exist", metadata={"benefit_id": benefit_id})
         if not definition.physical:
-            raise FailedPrecondition(f"benefit {benefit_id} has no inventory (not a physical benefit)")
+            raise FailedPrecondition(f"benefit {benefit_id} has no inventory (not a physical benefit)",
+                                     reason="NOT_PHYSICAL", metadata={"benefit_id": benefit_id})
         return definition
 
     def adjust_inventory(self, benefit_id: str, delta: int, reason: str, request_id: str = "",
@@ -549,7 +562,9 @@ class BenefitsService:
             if stock is None:
                 row = repo.inventory(benefit_id)
                 raise FailedPrecondition(f"cannot take {-delta} out of {benefit_id}: {row.on_hand} on hand, "
-                                         f"{row.reserved} held by claims")
+                                         f"{row.reserved} held by claims", reason="STOCK_HELD",
+                                         metadata={"benefit_id": benefit_id, "on_hand": row.on_hand,
+                                                   "reserved": row.reserved})
             movement = "IN" if delta > 0 else "ADJUST"
             repo.inventory_movement(benefit_id, movement, delta, 0, now, reason=reason, actor=actor)
             entries.append(audit.stock_entry(f"inventory.{movement.lower()}", benefit_id, stock, delta, 0, reason))
@@ -585,7 +600,9 @@ class BenefitsService:
             current = repo.budget(group, period)
             if current is not None and amount_fen < current.spent_fen:
                 raise FailedPrecondition(f"{current.spent_fen} fen of {group}/{period} is already spent; "
-                                         f"the budget cannot be set to {amount_fen}")
+                                         f"the budget cannot be set to {amount_fen}", reason="BUDGET_BELOW_SPENT",
+                                         metadata={"budget_group": group, "budget_period": period,
+                                                   "spent_fen": current.spent_fen})
             previous, spent, existed = repo.set_budget_amount(group, period, amount_fen)
             repo.budget_movement(group, period, "SET", amount_fen - previous, 0, now, actor=actor)
             entries.append(audit.budget_entry("budget.set", group, period, (amount_fen, spent), amount_fen - previous,
@@ -603,7 +620,8 @@ class BenefitsService:
         with self._reading() as repo:
             row = repo.budget(group, period)
         if row is None:
-            raise NotFound(f"no budget for {group} in {period}")
+            raise NotFound(f"no budget for {group} in {period}", metadata={"budget_group": group,
+                                                                            "budget_period": period})
         return BudgetView(row.group_code, row.period, row.amount_fen, row.spent_fen)
 
     # ------------------------------------------------------------- points
@@ -625,8 +643,11 @@ class BenefitsService:
             else:
                 delta, balance = -amount, repo.debit_points(customer_id, amount)
                 if balance is None:
-                    raise FailedPrecondition(f"not enough points: balance {repo.points_balance(customer_id)}, "
-                                             f"debit {amount}")
+                    held = repo.points_balance(customer_id)
+                    raise FailedPrecondition(f"not enough points: balance {held}, debit {amount}",
+                                             reason="INSUFFICIENT_POINTS",
+                                             metadata={"customer_id": customer_id, "balance": held,
+                                                       "points": amount})
             movement = "CREDIT" if delta > 0 else "DEBIT"
             repo.points_movement(customer_id, movement, delta, now, reason=reason, actor=actor)
             entries.append(audit.points_entry(f"points.{movement.lower()}", customer_id, balance, delta, reason))

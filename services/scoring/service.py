@@ -239,7 +239,7 @@ class ScoringService:
             raise InvalidArgument(violations=[("period_id", "required")])
         row = store.period(period_id, lock)
         if row is None:
-            raise NotFound(f"period {period_id!r} not found")
+            raise NotFound(f"period {period_id!r} not found", metadata={"period_id": period_id})
         return row
 
     def _card(self, role: str, path: str = "role") -> Scorecard:
@@ -263,7 +263,7 @@ class ScoringService:
 
         def work(store: ScoringStore) -> dict:
             if store.period(period_id) is not None:
-                raise AlreadyExists(f"period {period_id!r} already exists")
+                raise AlreadyExists(f"period {period_id!r} already exists", metadata={"period_id": period_id})
             store.add_period(period_id, starts_on, ends_on, due_on, actor)
             store.audit("period.create", f"period/{period_id}", None,
                         {"period_id": period_id, "starts_on": starts_on, "ends_on": ends_on, "due_on": due_on,
@@ -291,7 +291,8 @@ class ScoringService:
                 period = self._existing(store, period_id, lock="share")
                 if period.status == "FINALIZED":
                     raise FailedPrecondition(f"period {period_id} is finalized: its values are frozen; "
-                                             "correct a result with ReviseScore")
+                                             "correct a result with ReviseScore", reason="PERIOD_FINALIZED",
+                                             metadata={"period_id": period_id})
                 known = store.staff_roles(period_id, sorted(batch.people))
                 moved = sorted(s for s, (role, _) in known.items() if role != batch.people[s][0])
                 store.forget_staff_values(period_id, moved)
@@ -392,7 +393,8 @@ class ScoringService:
     def _calculate(self, store: ScoringStore, period_id: str, cards: list[Scorecard] | None, branch_id: str) -> dict:
         period = self._existing(store, period_id, lock="update")
         if period.status == "FINALIZED":
-            raise FailedPrecondition(f"period {period_id} is finalized: results are frozen; use ReviseScore")
+            raise FailedPrecondition(f"period {period_id} is finalized: results are frozen; use ReviseScore",
+                                     reason="PERIOD_FINALIZED", metadata={"period_id": period_id})
         scope = {"role": cards[0].role if cards else "", "branch_id": branch_id}
         if cards is None:
             cards = [self.scorecards.active(r) for r in store.roles(period_id)]
@@ -429,7 +431,8 @@ class ScoringService:
     def _people(self, raw: dict[str, tuple[str, dict[str, str]]], card: Scorecard) -> list[Person]:
         needs_book = needs_book_size(card)
         if needs_book and self.book_size is None:
-            raise Unavailable(f"the {card.role} card needs book sizes but no assignment service is configured")
+            raise Unavailable(f"the {card.role} card needs book sizes but no assignment service is configured",
+                              metadata={"dependency": "assignment", "role": card.role})
         return [Person(staff_id, branch, {k: Decimal(v) for k, v in vals.items()},
                        self.book_size(staff_id) if needs_book else None)
                 for staff_id, (branch, vals) in sorted(raw.items())]
@@ -448,13 +451,16 @@ class ScoringService:
         def work(store: ScoringStore) -> dict:
             period = self._existing(store, period_id, lock="update")
             if period.status == "FINALIZED":
-                raise FailedPrecondition(f"period {period_id} is already finalized")
+                raise FailedPrecondition(f"period {period_id} is already finalized", reason="PERIOD_FINALIZED",
+                                         metadata={"period_id": period_id})
             if period.status == "OPEN":
-                raise FailedPrecondition(f"period {period_id} has not been calculated yet")
+                raise FailedPrecondition(f"period {period_id} has not been calculated yet",
+                                         reason="PERIOD_NOT_CALCULATED", metadata={"period_id": period_id})
             stale = store.stale_roles(period_id)
             if stale:
                 raise FailedPrecondition(f"values changed since the last full calculation of {', '.join(stale)}: "
-                                         "calculate again before finalizing")
+                                         "calculate again before finalizing", reason="RESULTS_STALE",
+                                         metadata={"period_id": period_id, "roles": ",".join(stale)})
             store.set_period_status(period_id, "FINALIZED", actor)
             count = store.count_latest(period_id)
             store.audit("period.finalize", f"period/{period_id}", {"status": period.status},
@@ -479,7 +485,8 @@ class ScoringService:
             row = store.result(period_id, staff_id, revision)
             if row is None:
                 what = f"revision {revision} of " if revision else ""
-                raise NotFound(f"no {what}score for staff {staff_id!r} in period {period_id!r}")
+                raise NotFound(f"no {what}score for staff {staff_id!r} in period {period_id!r}",
+                               metadata={"staff_id": staff_id, "period_id": period_id})
             return _view(row, period.status, store.peer_stats(period_id, [(row.role, row.peer_group)]))
         return self._read(work)
 
@@ -526,10 +533,12 @@ class ScoringService:
             period = self._existing(store, period_id, lock="update")
             if period.status != "FINALIZED":
                 raise FailedPrecondition(f"period {period_id} is not finalized: submit the corrected values and "
-                                         "calculate again")
+                                         "calculate again", reason="PERIOD_NOT_FINALIZED",
+                                         metadata={"period_id": period_id})
             latest = store.result(period_id, staff_id)
             if latest is None:
-                raise NotFound(f"no score for staff {staff_id!r} in period {period_id!r}")
+                raise NotFound(f"no score for staff {staff_id!r} in period {period_id!r}",
+                               metadata={"staff_id": staff_id, "period_id": period_id})
             card = self.scorecards.version(latest.scorecard_name, latest.scorecard_version)
             fixed = dict(latest.corrections)
             fixed.update(self._corrections(card, latest, corrections))

@@ -293,7 +293,7 @@ class TieringService:
         with UnitOfWork(self.session_factory) as uow:
             found = TieringRepository(uow.session).latest_decision(customer_id)
         if found is None:
-            raise NotFound(f"customer {customer_id} has never been evaluated")
+            raise NotFound(f"customer {customer_id} has never been evaluated", metadata={"customer_id": customer_id})
         return found
 
     def list_changes(self, customer_id: str = "", after_cursor: int = 0, page_size: int = 0,
