@@ -58,6 +58,7 @@ class Policy:
     cache_seconds: int
     max_staleness_seconds: int
     by_rule: Mapping[str, list[str]]  # rule id → benefits naming it as eligibility_rule
+    granted_by: Mapping[str, tuple[str, ...]]  # benefit → the rules granting it, in rule order
 
     def grants(self, evaluation) -> dict[str, Grant]:
         fired = [(f.rule_id, f.then, self.descriptions.get(f.rule_id, "")) for f in evaluation.fired]
@@ -97,6 +98,14 @@ class EntitlementsView:
     ruleset: str
     version: int
     entitlements: list[Entitlement]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    definition: BenefitDefinition
+    eligibility_text: str      # who may claim it, English (the granting rules' descriptions)
+    eligibility_text_zh: str
+    in_stock: bool
 
 
 @dataclass(frozen=True)
@@ -203,7 +212,8 @@ class BenefitsService:
             descriptions={r.id: r.description for r in active.document.rules},
             cache_seconds=int(params.get("profile_cache_seconds", 0)),
             max_staleness_seconds=int(params.get("profile_max_staleness_seconds", 0)),
-            by_rule=domain.benefits_by_rule(merged))
+            by_rule=domain.benefits_by_rule(merged),
+            granted_by=_granted_by(active.document.rules, merged))
         with self._lock:
             self._policy = (active, active.version, overrides, policy)
         return policy
@@ -224,11 +234,13 @@ class BenefitsService:
         granted = policy.grants(evaluations[0])
         at_next = policy.grants(evaluations[1]) if len(evaluations) > 1 else {}
         now = self._clock()
+        physical = domain.physical_ids(policy.catalog, [*granted, *at_next])
         with self._reading() as repo:
             summary = repo.usage_summary(customer_id)
+            stock = repo.available_stock(physical) if physical else {}  # one query for every gift shown
         usage = self._usage(policy, summary, now)
         shown = domain.build_entitlements(profile, granted, at_next, policy.catalog, usage, now,
-                                          policy.calendar, include_locked)
+                                          policy.calendar, include_locked, stock)
         self.metrics.entitlements_seconds.observe(time.perf_counter() - started)
         return EntitlementsView(customer_id, profile.tier, policy.ruleset, policy.version, shown)
 
@@ -245,6 +257,45 @@ class BenefitsService:
                 key = policy.calendar.period_key(definition.quota_period, now)
                 usage[benefit_id] = domain.usage_from_counts(rows, key)
         return usage
+
+    # ------------------------------------------------------------- catalog
+    def list_benefits(self, include_inactive: bool = False, size: int = 0,
+                      token: str = "") -> tuple[list[CatalogEntry], str]:
+        """The catalog in benefit_id order; without include_inactive, only what
+        can be claimed today (active, inside its validity window)."""
+        limit = page_size(size)
+        after = decode_token(token)
+        if after is not None and not isinstance(after, str):
+            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        policy = self.policy()
+        today = policy.calendar.local_date(self._clock())
+        ids = sorted(b for b, d in policy.catalog.items()
+                     if (after is None or b > after)
+                     and (include_inactive or (d.active and domain.in_validity(d, today))))
+        page = ids[:limit]
+        entries = self._catalog_entries(policy, page)
+        return entries, (encode_token(page[-1]) if len(ids) > limit else "")
+
+    def get_benefit(self, benefit_id: str) -> CatalogEntry:
+        _required_code("benefit_id", benefit_id)
+        policy = self.policy()
+        if benefit_id not in policy.catalog:
+            raise NotFound(f"benefit {benefit_id} does not exist", metadata={"benefit_id": benefit_id})
+        return self._catalog_entries(policy, [benefit_id])[0]
+
+    def _catalog_entries(self, policy: Policy, ids: list[str]) -> list[CatalogEntry]:
+        physical = domain.physical_ids(policy.catalog, ids)
+        stock = {}
+        if physical:
+            with self._reading() as repo:
+                stock = repo.available_stock(physical)
+        entries = []
+        for benefit_id in ids:
+            definition = policy.catalog[benefit_id]
+            texts = [domain.reason_texts(policy.descriptions.get(r, ""), r) for r in policy.granted_by.get(benefit_id, ())]
+            entries.append(CatalogEntry(definition, "; ".join(en for en, _ in texts), "；".join(zh for _, zh in texts),
+                                        domain.in_stock(definition, stock)))
+        return entries
 
     # -------------------------------------------------------------- claims
     def claim(self, customer_id: str, benefit_id: str, channel: str, request_id: str,
@@ -696,6 +747,19 @@ class BenefitsService:
             self.metrics.stock_left.labels(benefit_id).set(stock_left)
         if budget_left is not None:
             self.metrics.budget_left.labels(group, period).set(budget_left)
+
+
+def _granted_by(rules, catalog: Mapping[str, BenefitDefinition]) -> dict[str, tuple[str, ...]]:
+    """Benefit → ids of the rules granting it (listing it, or named as its eligibility_rule)."""
+    found: dict[str, list[str]] = {}
+    for rule in rules:
+        listed = (rule.then or {}).get("benefits") or []
+        for benefit_id in listed if isinstance(listed, list) else [listed]:
+            found.setdefault(str(benefit_id), []).append(rule.id)
+    for definition in catalog.values():
+        if definition.eligibility_rule and definition.eligibility_rule not in found.get(definition.benefit_id, []):
+            found.setdefault(definition.benefit_id, []).append(definition.eligibility_rule)
+    return {b: tuple(r) for b, r in found.items()}
 
 
 def _outcome(exc: BaseException) -> str:
