@@ -241,7 +241,8 @@ class TieringService:
                 tier = t_ev.outcome.get("tier")
                 if not tier:
                     results[i] = Outcome(s.customer_id, r.dry_run, error=FailedPrecondition(
-                        f"ruleset {tiers.name} v{tiers.version} gives customer {s.customer_id} no tier"))
+                        f"ruleset {tiers.name} v{tiers.version} gives customer {s.customer_id} no tier",
+                        reason="NO_TIER", metadata={"ruleset": tiers.name, "version": tiers.version}))
                     continue
                 # Customers share few sets of fired rules, and the engine hands
                 # out one tuple per set: build each answer once per chunk.
