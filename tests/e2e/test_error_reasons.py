@@ -108,7 +108,7 @@ def world(suite):
     b.CancelClaim(bpb.CancelClaimRequest(claim_id=cancelled.claim_id, reason="test", request_id="c-1"), timeout=T)
 
     sc = s.scoring
-    for period in ("P-OPEN", "P-FIN", "P-STALE", "P-MISS"):
+    for period in ("P-OPEN", "P-FIN", "P-STALE", "P-MISS", "P-BOOK"):
         sc.CreatePeriod(spb.CreatePeriodRequest(period_id=period, starts_on="2025-01-01", ends_on="2025-12-31",
                                                 due_on="2026-01-31"), timeout=T)
     rm = [_metric("R1", "REMOTE_MANAGER", "calls_made", 900)]
@@ -117,6 +117,8 @@ def world(suite):
         sc.CalculatePeriod(spb.CalculatePeriodRequest(period_id=period), timeout=T)
     sc.FinalizePeriod(spb.FinalizePeriodRequest(period_id="P-FIN"), timeout=T)
     sc.SubmitMetrics(spb.SubmitMetricsRequest(period_id="P-STALE", values=rm), timeout=T)
+    sc.SubmitMetrics(spb.SubmitMetricsRequest(period_id="P-BOOK", values=[  # scored on the book size
+        _metric("WM1", "WEALTH_MANAGER", "penetration", 3)]), timeout=T)
     # The lobby managers' card, v2, blocks finalizing while a required value is missing.
     text = LOBBY.read_text(encoding="utf-8").replace("  role: LOBBY_MANAGER\n",
                                                      "  role: LOBBY_MANAGER\n  missing_values: block\n")
@@ -357,6 +359,15 @@ def test_publish_answers_once_the_publishing_process_serves_the_new_card(world):
     s.scoring_rules.PublishRuleset(rpb.PublishRulesetRequest(name=created.name, version=created.version), timeout=T)
     assert s.scoring.SubmitMetrics(spb.SubmitMetricsRequest(period_id="P-OPEN", values=values),
                                    timeout=T).accepted == 1
+
+
+def test_assignment_down_is_a_dependency_refusal_with_retry_info(world):
+    """Assignment is not running here: wealth managers' cards need its book sizes."""
+    code, info, retry = refusal(lambda: world["stubs"].scoring.CalculatePeriod(spb.CalculatePeriodRequest(
+        period_id="P-BOOK", role="WEALTH_MANAGER"), timeout=T))
+    assert (code, info.reason, info.metadata["dependency"]) == (grpc.StatusCode.UNAVAILABLE,
+                                                                "DEPENDENCY_UNAVAILABLE", "assignment")
+    assert retry is not None and retry.retry_delay.ToNanoseconds() > 0
 
 
 def test_zz_tiering_down_is_a_dependency_refusal_with_retry_info(suite, world):
