@@ -12,7 +12,7 @@ from kequn.common.v1 import common_pb2
 from services.common.auth import current_principal
 
 from .domain import QUOTA_PERIODS, Entitlement
-from .service import BenefitsService, BudgetView, ClaimRecord, InventoryView
+from .service import BenefitsService, BudgetView, CatalogEntry, ClaimRecord, InventoryView
 
 SERVICE_NAME = "kequn.benefits.v1.BenefitsService"
 _STATUS = {"CLAIMED": pb.CLAIM_STATUS_CLAIMED, "FULFILLED": pb.CLAIM_STATUS_FULFILLED,
@@ -46,7 +46,10 @@ def entitlement_pb(e: Entitlement, ruleset: str, version: int) -> pb.Entitlement
         benefit_id=e.benefit_id, name=e.name, kind=e.kind, reason=e.reason, remaining=e.remaining,
         valid_until=e.valid_until.isoformat() if e.valid_until else "", points_cost=e.points_cost,
         ruleset=common_pb2.RulesetRef(name=ruleset, version=version), rule_id=e.rule_id, locked=e.locked,
-        unlock_tier=e.unlock_tier, unlock_gap_fen=e.unlock_gap_fen, next_claim_at=_ts(e.next_claim_at))
+        unlock_tier=e.unlock_tier, unlock_gap_fen=e.unlock_gap_fen, next_claim_at=_ts(e.next_claim_at),
+        reason_text=e.reason_text, reason_text_zh=e.reason_text_zh,
+        quota_period=_PERIOD_TO_PB.get(e.quota_period, pb.QUOTA_PERIOD_UNSPECIFIED), channels=list(e.channels),
+        in_stock=e.in_stock)
 
 
 def inventory_pb(v: InventoryView) -> pb.Inventory:
@@ -69,6 +72,12 @@ def benefit_entry(b: pb.Benefit) -> dict:
         "budget_group": b.budget_group, "unit_cost_fen": b.unit_cost_fen, "active": b.active,
         "description": b.description,
     }
+
+
+def catalog_pb(c: CatalogEntry) -> pb.Benefit:
+    b = benefit_pb(c.definition.benefit_id, c.definition)
+    b.eligibility_text, b.eligibility_text_zh, b.in_stock = c.eligibility_text, c.eligibility_text_zh, c.in_stock
+    return b
 
 
 def benefit_pb(benefit_id: str, d) -> pb.Benefit:
@@ -143,6 +152,13 @@ class BenefitsApi(benefits_pb2_grpc.BenefitsServiceServicer):
         balance = self.service.points_balance(request.customer_id)
         return pb.GetPointsBalanceResponse(points_balance=pb.PointsBalance(customer_id=request.customer_id,
                                                                            balance=balance))
+
+    def ListBenefits(self, request, context):
+        entries, token = self.service.list_benefits(request.include_inactive, request.page_size, request.page_token)
+        return pb.ListBenefitsResponse(benefits=[catalog_pb(c) for c in entries], next_page_token=token)
+
+    def GetBenefit(self, request, context):
+        return pb.GetBenefitResponse(benefit=catalog_pb(self.service.get_benefit(request.benefit_id)))
 
     def Reconcile(self, request, context):
         found = self.service.reconcile()

@@ -186,6 +186,19 @@ class Grant:
     description: str = ""
 
 
+TEXT_SEPARATOR = " / "  # a rule's description: "中文 / English"
+
+
+def reason_texts(description: str, fallback: str = "") -> tuple[str, str]:
+    """(English, Chinese) words of a rule's description "中文 / English"; a
+    description without the separator is used for both."""
+    text = (description or "").strip() or fallback
+    zh, sep, en = text.partition(TEXT_SEPARATOR)
+    if not sep:
+        return text, text
+    return en.strip() or zh.strip(), zh.strip() or en.strip()
+
+
 def benefits_by_rule(catalog: Mapping[str, BenefitDefinition]) -> dict[str, list[str]]:
     """Rule id → the catalog entries naming it as their `eligibility_rule`."""
     by_rule: dict[str, list[str]] = {}
@@ -332,14 +345,20 @@ def in_validity(definition: BenefitDefinition, today: date) -> bool:
 def check_offer(definition: BenefitDefinition, channel: str, today: date) -> None:
     """What does not depend on the customer's history: active, in its window,
     through an allowed channel."""
+    bid = definition.benefit_id
     if not definition.active:
-        raise FailedPrecondition(f"benefit {definition.benefit_id} is not active")
+        raise FailedPrecondition(f"benefit {bid} is not active", reason="BENEFIT_INACTIVE",
+                                 metadata={"benefit_id": bid})
     if not in_validity(definition, today):
-        raise FailedPrecondition(f"benefit {definition.benefit_id} is not valid on {today.isoformat()}")
+        raise FailedPrecondition(f"benefit {bid} is not valid on {today.isoformat()}", reason="OUTSIDE_VALIDITY",
+                                 metadata={"benefit_id": bid, "today": today.isoformat(),
+                                           "valid_from": definition.valid_from or "",
+                                           "valid_until": definition.valid_until or ""})
     if not definition.allows_channel(channel):
         raise FailedPrecondition(
-            f"benefit {definition.benefit_id} cannot be claimed through {channel} "
-            f"(allowed: {', '.join(definition.channels)})")
+            f"benefit {bid} cannot be claimed through {channel} (allowed: {', '.join(definition.channels)})",
+            reason="CHANNEL_NOT_ALLOWED",
+            metadata={"benefit_id": bid, "channel": channel, "allowed_channels": ",".join(definition.channels)})
 
 
 def check_usage(definition: BenefitDefinition, usage: Usage, now: datetime) -> None:
@@ -347,11 +366,15 @@ def check_usage(definition: BenefitDefinition, usage: Usage, now: datetime) -> N
     if definition.quota_per_period and usage.used_in_period >= definition.quota_per_period:
         raise FailedPrecondition(
             f"quota used: {usage.used_in_period} of {definition.quota_per_period} per "
-            f"{definition.quota_period.lower()} for {definition.benefit_id}")
+            f"{definition.quota_period.lower()} for {definition.benefit_id}", reason="QUOTA_USED",
+            metadata={"benefit_id": definition.benefit_id, "limit": definition.quota_per_period,
+                      "used": usage.used_in_period, "quota_period": definition.quota_period})
     until = next_claim_at(definition, usage, now)
     if until is not None:
         raise FailedPrecondition(
-            f"cool-down: {definition.benefit_id} can be claimed again from {until.isoformat()}")
+            f"cool-down: {definition.benefit_id} can be claimed again from {until.isoformat()}", reason="COOL_DOWN",
+            metadata={"benefit_id": definition.benefit_id, "next_claim_at": until.isoformat(),
+                      "cooldown_seconds": definition.cooldown_seconds})
 
 
 def usage_from_claims(claims: Iterable[tuple[str, datetime]], current_period_key: str) -> Usage:
@@ -393,6 +416,17 @@ class Entitlement:
     locked: bool = False
     unlock_tier: str = ""
     unlock_gap_fen: int = 0
+    reason_text: str = ""           # English words
+    reason_text_zh: str = ""        # Chinese words
+    quota_period: str = ""          # the period `remaining` counts in; "" = no quota
+    channels: tuple[str, ...] = ()  # empty = every channel
+    in_stock: bool = True           # False: a physical gift with no unit left now
+
+
+def in_stock(definition: BenefitDefinition, stock: Mapping[str, int]) -> bool:
+    """`stock`: units available (on hand - reserved) per physical benefit; a
+    physical benefit without an inventory row has none."""
+    return not definition.physical or stock.get(definition.benefit_id, 0) > 0
 
 
 def build_entitlements(
@@ -404,29 +438,43 @@ def build_entitlements(
     now: datetime,
     calendar: Calendar,
     include_locked: bool = False,
+    stock: Mapping[str, int] | None = None,
 ) -> list[Entitlement]:
     """What mobile banking shows, in catalog order. Benefits out of their
     window or inactive are not shown at all; with include_locked, those the
     next tier would add are shown locked with the AUM gap (贵宾提级)."""
     today = calendar.local_date(now)
+    stock = stock or {}
     shown: list[Entitlement] = []
     for benefit_id, definition in catalog.items():
         if not definition.active or not in_validity(definition, today):
             continue
+        policy = dict(quota_period=definition.quota_period if definition.quota_per_period else "",
+                      channels=definition.channels, in_stock=in_stock(definition, stock))
         grant = granted.get(benefit_id)
         if grant is not None:
             u = usage.get(benefit_id, Usage())
+            en, zh = reason_texts(grant.description, grant.rule_id)
             shown.append(Entitlement(
                 benefit_id, definition.name, definition.kind, grant.rule_id,
-                grant.description or grant.rule_id, remaining(definition, u), definition.valid_until,
-                definition.points_cost, next_claim_at(definition, u, now)))
+                en, remaining(definition, u), definition.valid_until,
+                definition.points_cost, next_claim_at(definition, u, now),
+                reason_text=en, reason_text_zh=zh, **policy))
         elif include_locked and profile.next_tier and benefit_id in granted_at_next_tier:
             grant = granted_at_next_tier[benefit_id]
+            en, zh = reason_texts(grant.description, grant.rule_id)
+            tier = profile.next_tier
             shown.append(Entitlement(
                 benefit_id, definition.name, definition.kind, grant.rule_id,
-                f"unlocked at {profile.next_tier}", 0, definition.valid_until, definition.points_cost,
-                locked=True, unlock_tier=profile.next_tier, unlock_gap_fen=profile.next_tier_gap_fen))
+                f"unlocked at {tier}", 0, definition.valid_until, definition.points_cost,
+                locked=True, unlock_tier=tier, unlock_gap_fen=profile.next_tier_gap_fen,
+                reason_text=f"unlocked at tier {tier}: {en}", reason_text_zh=f"升至 {tier} 级可享：{zh}", **policy))
     return shown
+
+
+def physical_ids(catalog: Mapping[str, BenefitDefinition], ids: Iterable[str]) -> list[str]:
+    """The physical benefits among `ids`: those whose stock an answer shows."""
+    return sorted({i for i in ids if i in catalog and catalog[i].physical})
 
 
 # ----------------------------------------------------------------- ledgers

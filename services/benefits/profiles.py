@@ -74,12 +74,14 @@ class TieringProfiles:
             code = exc.code()
             if code == grpc.StatusCode.NOT_FOUND:
                 self._forget(customer_id)
-                raise NotFound(f"customer {customer_id} is not known to tiering") from None
+                raise NotFound(f"customer {customer_id} is not known to tiering",
+                               metadata={"customer_id": customer_id}) from None
             if cached is not None and code in DOWN_CODES and \
                     now - cached.fetched_at <= timedelta(seconds=max_staleness_seconds):
                 return cached
             raise Unavailable(f"tiering cannot tell the profile of customer {customer_id} ({code.name}) and no "
-                              f"profile younger than {max_staleness_seconds}s is known") from None
+                              f"profile younger than {max_staleness_seconds}s is known",
+                              metadata={"dependency": "tiering"}) from None
         profile = profile_from_decision(decision, now)
         self._remember(profile)
         return profile
@@ -97,7 +99,7 @@ class StaticProfiles:
 
     def get(self, customer_id: str, cache_seconds: int, max_staleness_seconds: int) -> Profile:
         if self.down:
-            raise Unavailable("tiering is down")
+            raise Unavailable("tiering is down", metadata={"dependency": "tiering"})
         if customer_id not in self.profiles:
-            raise NotFound(f"customer {customer_id} is not known to tiering")
+            raise NotFound(f"customer {customer_id} is not known to tiering", metadata={"customer_id": customer_id})
         return self.profiles[customer_id]

@@ -59,6 +59,7 @@ class Policy:
     cache_seconds: int
     max_staleness_seconds: int
     by_rule: Mapping[str, list[str]]  # rule id → benefits naming it as eligibility_rule
+    granted_by: Mapping[str, tuple[str, ...]]  # benefit → the rules granting it, in rule order
 
     def grants(self, evaluation) -> dict[str, Grant]:
         fired = [(f.rule_id, f.then, self.descriptions.get(f.rule_id, "")) for f in evaluation.fired]
@@ -98,6 +99,14 @@ class EntitlementsView:
     ruleset: str
     version: int
     entitlements: list[Entitlement]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    definition: BenefitDefinition
+    eligibility_text: str      # who may claim it, English (the granting rules' descriptions)
+    eligibility_text_zh: str
+    in_stock: bool
 
 
 @dataclass(frozen=True)
@@ -204,7 +213,8 @@ class BenefitsService:
             descriptions={r.id: r.description for r in active.document.rules},
             cache_seconds=int(params.get("profile_cache_seconds", 0)),
             max_staleness_seconds=int(params.get("profile_max_staleness_seconds", 0)),
-            by_rule=domain.benefits_by_rule(merged))
+            by_rule=domain.benefits_by_rule(merged),
+            granted_by=_granted_by(active.document.rules, merged))
         with self._lock:
             self._policy = (active, active.version, overrides, policy)
         return policy
@@ -225,11 +235,13 @@ class BenefitsService:
         granted = policy.grants(evaluations[0])
         at_next = policy.grants(evaluations[1]) if len(evaluations) > 1 else {}
         now = self._clock()
+        physical = domain.physical_ids(policy.catalog, [*granted, *at_next])
         with self._reading() as repo:
             summary = repo.usage_summary(customer_id)
+            stock = repo.available_stock(physical) if physical else {}  # one query for every gift shown
         usage = self._usage(policy, summary, now)
         shown = domain.build_entitlements(profile, granted, at_next, policy.catalog, usage, now,
-                                          policy.calendar, include_locked)
+                                          policy.calendar, include_locked, stock)
         self.metrics.entitlements_seconds.observe(time.perf_counter() - started)
         return EntitlementsView(customer_id, profile.tier, policy.ruleset, policy.version, shown)
 
@@ -246,6 +258,45 @@ class BenefitsService:
                 key = policy.calendar.period_key(definition.quota_period, now)
                 usage[benefit_id] = domain.usage_from_counts(rows, key)
         return usage
+
+    # ------------------------------------------------------------- catalog
+    def list_benefits(self, include_inactive: bool = False, size: int = 0,
+                      token: str = "") -> tuple[list[CatalogEntry], str]:
+        """The catalog in benefit_id order; without include_inactive, only what
+        can be claimed today (active, inside its validity window)."""
+        limit = page_size(size)
+        after = decode_token(token)
+        if after is not None and not isinstance(after, str):
+            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        policy = self.policy()
+        today = policy.calendar.local_date(self._clock())
+        ids = sorted(b for b, d in policy.catalog.items()
+                     if (after is None or b > after)
+                     and (include_inactive or (d.active and domain.in_validity(d, today))))
+        page = ids[:limit]
+        entries = self._catalog_entries(policy, page)
+        return entries, (encode_token(page[-1]) if len(ids) > limit else "")
+
+    def get_benefit(self, benefit_id: str) -> CatalogEntry:
+        _required_code("benefit_id", benefit_id)
+        policy = self.policy()
+        if benefit_id not in policy.catalog:
+            raise NotFound(f"benefit {benefit_id} does not exist", metadata={"benefit_id": benefit_id})
+        return self._catalog_entries(policy, [benefit_id])[0]
+
+    def _catalog_entries(self, policy: Policy, ids: list[str]) -> list[CatalogEntry]:
+        physical = domain.physical_ids(policy.catalog, ids)
+        stock = {}
+        if physical:
+            with self._reading() as repo:
+                stock = repo.available_stock(physical)
+        entries = []
+        for benefit_id in ids:
+            definition = policy.catalog[benefit_id]
+            texts = [domain.reason_texts(policy.descriptions.get(r, ""), r) for r in policy.granted_by.get(benefit_id, ())]
+            entries.append(CatalogEntry(definition, "; ".join(en for en, _ in texts), "；".join(zh for _, zh in texts),
+                                        domain.in_stock(definition, stock)))
+        return entries
 
     # -------------------------------------------------------------- claims
     def claim(self, customer_id: str, benefit_id: str, channel: str, request_id: str,
@@ -305,12 +356,13 @@ class BenefitsService:
         policy = self.policy()
         definition = policy.catalog.get(benefit_id)
         if definition is None:
-            raise NotFound(f"benefit {benefit_id} does not exist")
+            raise NotFound(f"benefit {benefit_id} does not exist", metadata={"benefit_id": benefit_id})
         profile = self._profile(policy, customer_id)
         domain.check_offer(definition, channel, policy.calendar.local_date(self._clock()))
         grant = policy.grants(policy.active.evaluate(profile.facts())).get(benefit_id)
         if grant is None:
-            raise FailedPrecondition(f"customer {customer_id} ({profile.tier}) is not eligible for {benefit_id}")
+            raise FailedPrecondition(f"customer {customer_id} ({profile.tier}) is not eligible for {benefit_id}",
+                                     reason="NOT_ELIGIBLE", metadata={"benefit_id": benefit_id, "tier": profile.tier})
         return policy, definition, grant
 
     def _claim_by_request(self, request_id: str):
@@ -338,7 +390,10 @@ class BenefitsService:
         if definition.budget_group and definition.unit_cost_fen:
             budget_period = repo.first_budget_period(definition.budget_group, policy.calendar.budget_periods(now))
             if budget_period is None:
-                raise ResourceExhausted(f"no budget set for group {definition.budget_group} this period")
+                raise ResourceExhausted(f"no budget set for group {definition.budget_group} this period",
+                                        reason="BUDGET_EXHAUSTED",
+                                        metadata={"benefit_id": benefit_id, "budget_group": definition.budget_group,
+                                                  "budget_period": ""})
             charged = definition.unit_cost_fen
         claim = dict(
             claim_id=self._new_id(), request_id=request_id, customer_id=customer_id, benefit_id=benefit_id,
@@ -359,19 +414,25 @@ class BenefitsService:
         if cost:
             balance = repo.debit_points(customer_id, cost)
             if balance is None:
-                raise FailedPrecondition(f"not enough points: {benefit_id} costs {cost}, "
-                                         f"balance {repo.points_balance(customer_id)}")
+                held = repo.points_balance(customer_id)
+                raise FailedPrecondition(f"not enough points: {benefit_id} costs {cost}, balance {held}",
+                                         reason="INSUFFICIENT_POINTS",
+                                         metadata={"benefit_id": benefit_id, "points_cost": cost, "balance": held})
             entries.append(audit.points_entry("points.claim", customer_id, balance, -cost))
         if definition.physical:
             stock = repo.reserve_unit(benefit_id, now)
             if stock is None:
-                raise ResourceExhausted(f"{benefit_id} is out of stock")
+                raise ResourceExhausted(f"{benefit_id} is out of stock", reason="OUT_OF_STOCK",
+                                        metadata={"benefit_id": benefit_id})
             entries.append(audit.stock_entry("inventory.reserve", benefit_id, stock, 0, 1))
             stock_left = stock.on_hand - stock.reserved
         if charged:
             budget = repo.spend_budget(definition.budget_group, budget_period, charged)
             if budget is None:
-                raise ResourceExhausted(f"budget of {definition.budget_group} for {budget_period} is spent")
+                raise ResourceExhausted(f"budget of {definition.budget_group} for {budget_period} is spent",
+                                        reason="BUDGET_EXHAUSTED",
+                                        metadata={"benefit_id": benefit_id, "budget_group": definition.budget_group,
+                                                  "budget_period": budget_period})
             entries.append(audit.budget_entry("budget.spend", definition.budget_group, budget_period, budget,
                                               0, charged))
             budget_left = budget.amount_fen - budget.spent_fen
@@ -392,13 +453,14 @@ class BenefitsService:
                 repo = BenefitsRepository(uow.session)
                 row = repo.claim(claim_id, for_update=True)
                 if row is None:
-                    raise NotFound(f"claim {claim_id} does not exist")
+                    raise NotFound(f"claim {claim_id} does not exist", metadata={"claim_id": claim_id})
                 if row.status == domain.CANCELLED:
                     return ClaimRecord.of(row)
                 now = self._clock()
                 if not repo.transition_claim(claim_id, domain.CANCELLED, cancelled_at=now, cancel_reason=reason):
                     raise FailedPrecondition(f"claim {claim_id} is {row.status}; only a CLAIMED claim can be "
-                                             "cancelled")
+                                             "cancelled", reason="WRONG_STATE",
+                                             metadata={"claim_id": claim_id, "status": row.status})
                 entries = [audit.claim_entry("claim.cancel", {**row._mapping, "status": domain.CANCELLED},
                                              {"status": row.status}, reason)]
                 stock_left = budget_left = None
@@ -437,13 +499,14 @@ class BenefitsService:
                 repo = BenefitsRepository(uow.session)
                 row = repo.claim(claim_id, for_update=True)
                 if row is None:
-                    raise NotFound(f"claim {claim_id} does not exist")
+                    raise NotFound(f"claim {claim_id} does not exist", metadata={"claim_id": claim_id})
                 if row.status == domain.FULFILLED:
                     return ClaimRecord.of(row)
                 now = self._clock()
                 if not repo.transition_claim(claim_id, domain.FULFILLED, fulfilled_at=now):
                     raise FailedPrecondition(f"claim {claim_id} is {row.status}; only a CLAIMED claim can be "
-                                             "fulfilled")
+                                             "fulfilled", reason="WRONG_STATE",
+                                             metadata={"claim_id": claim_id, "status": row.status})
                 entries = [audit.claim_entry("claim.fulfill", {**row._mapping, "status": domain.FULFILLED},
                                              {"status": row.status})]
                 stock_left = None
@@ -531,9 +594,10 @@ class BenefitsService:
         _required_code("benefit_id", benefit_id)
         definition = self.policy().catalog.get(benefit_id)
         if definition is None:
-            raise NotFound(f"benefit {benefit_id} does not exist")
+            raise NotFound(f"benefit {benefit_id} does not exist", metadata={"benefit_id": benefit_id})
         if not definition.physical:
-            raise FailedPrecondition(f"benefit {benefit_id} has no inventory (not a physical benefit)")
+            raise FailedPrecondition(f"benefit {benefit_id} has no inventory (not a physical benefit)",
+                                     reason="NOT_PHYSICAL", metadata={"benefit_id": benefit_id})
         return definition
 
     def adjust_inventory(self, benefit_id: str, delta: int, reason: str, request_id: str = "",
@@ -553,7 +617,9 @@ class BenefitsService:
                                              reason="LIMIT_EXCEEDED", metadata={"benefit_id": benefit_id,
                                                                                 "limit": MAX_STOCK})
                 raise FailedPrecondition(f"cannot take {-delta} out of {benefit_id}: {row.on_hand} on hand, "
-                                         f"{row.reserved} held by claims")
+                                         f"{row.reserved} held by claims", reason="STOCK_HELD",
+                                         metadata={"benefit_id": benefit_id, "on_hand": row.on_hand,
+                                                   "reserved": row.reserved})
             movement = "IN" if delta > 0 else "ADJUST"
             repo.inventory_movement(benefit_id, movement, delta, 0, now, reason=reason, actor=actor)
             entries.append(audit.stock_entry(f"inventory.{movement.lower()}", benefit_id, stock, delta, 0, reason))
@@ -589,7 +655,9 @@ class BenefitsService:
             current = repo.budget(group, period)
             if current is not None and amount_fen < current.spent_fen:
                 raise FailedPrecondition(f"{current.spent_fen} fen of {group}/{period} is already spent; "
-                                         f"the budget cannot be set to {amount_fen}")
+                                         f"the budget cannot be set to {amount_fen}", reason="BUDGET_BELOW_SPENT",
+                                         metadata={"budget_group": group, "budget_period": period,
+                                                   "spent_fen": current.spent_fen})
             previous, spent, existed = repo.set_budget_amount(group, period, amount_fen)
             repo.budget_movement(group, period, "SET", amount_fen - previous, 0, now, actor=actor)
             entries.append(audit.budget_entry("budget.set", group, period, (amount_fen, spent), amount_fen - previous,
@@ -607,7 +675,8 @@ class BenefitsService:
         with self._reading() as repo:
             row = repo.budget(group, period)
         if row is None:
-            raise NotFound(f"no budget for {group} in {period}")
+            raise NotFound(f"no budget for {group} in {period}", metadata={"budget_group": group,
+                                                                            "budget_period": period})
         return BudgetView(row.group_code, row.period, row.amount_fen, row.spent_fen)
 
     # ------------------------------------------------------------- points
@@ -633,8 +702,11 @@ class BenefitsService:
             else:
                 delta, balance = -amount, repo.debit_points(customer_id, amount)
                 if balance is None:
-                    raise FailedPrecondition(f"not enough points: balance {repo.points_balance(customer_id)}, "
-                                             f"debit {amount}")
+                    held = repo.points_balance(customer_id)
+                    raise FailedPrecondition(f"not enough points: balance {held}, debit {amount}",
+                                             reason="INSUFFICIENT_POINTS",
+                                             metadata={"customer_id": customer_id, "balance": held,
+                                                       "points": amount})
             movement = "CREDIT" if delta > 0 else "DEBIT"
             repo.points_movement(customer_id, movement, delta, now, reason=reason, actor=actor)
             entries.append(audit.points_entry(f"points.{movement.lower()}", customer_id, balance, delta, reason))
@@ -683,6 +755,19 @@ class BenefitsService:
             self.metrics.stock_left.labels(benefit_id).set(stock_left)
         if budget_left is not None:
             self.metrics.budget_left.labels(group, period).set(budget_left)
+
+
+def _granted_by(rules, catalog: Mapping[str, BenefitDefinition]) -> dict[str, tuple[str, ...]]:
+    """Benefit → ids of the rules granting it (listing it, or named as its eligibility_rule)."""
+    found: dict[str, list[str]] = {}
+    for rule in rules:
+        listed = (rule.then or {}).get("benefits") or []
+        for benefit_id in listed if isinstance(listed, list) else [listed]:
+            found.setdefault(str(benefit_id), []).append(rule.id)
+    for definition in catalog.values():
+        if definition.eligibility_rule and definition.eligibility_rule not in found.get(definition.benefit_id, []):
+            found.setdefault(definition.benefit_id, []).append(definition.eligibility_rule)
+    return {b: tuple(r) for b, r in found.items()}
 
 
 def _outcome(exc: BaseException) -> str:

@@ -315,6 +315,16 @@ class BenefitsRepository:
     def all_inventory(self) -> list:
         return self.s.execute(select(inventory)).all()
 
+    def available_stock(self, benefit_ids: Iterable[str]) -> dict[str, int]:
+        """Units left to claim (on_hand - reserved) of these benefits, in one
+        query; a benefit without an inventory row is absent (none left)."""
+        ids = sorted(set(benefit_ids))
+        if not ids:
+            return {}
+        rows = self.s.execute(select(inventory.c.benefit_id, inventory.c.on_hand - inventory.c.reserved)
+                              .where(inventory.c.benefit_id.in_(ids))).all()
+        return {benefit_id: int(left) for benefit_id, left in rows}
+
     def ensure_inventory(self, benefit_id: str, now: datetime) -> None:
         _insert_ignore(self.s, inventory, {"benefit_id": benefit_id, "on_hand": 0, "reserved": 0, "updated_at": now})
 

@@ -84,7 +84,8 @@ class RuleAdmin:
         record, doc = self.document(name, version)
         kind = self.kinds.get(doc.kind)
         if kind is None:
-            raise FailedPrecondition(f"kind {doc.kind} is not known to this service")
+            raise FailedPrecondition(f"kind {doc.kind} is not known to this service", reason="KIND_UNKNOWN",
+                                     metadata={"ruleset": name, "kind": doc.kind})
         loaded = self._load(doc, record.version, list_keys(kind))
         try:
             return run_examples(loaded, doc)
@@ -98,7 +99,10 @@ class RuleAdmin:
             # Compile-before-activate: the whole document again, examples included.
             result = self.validate(record.document, expected_name=name)
             if not result.ok:
-                raise FailedPrecondition("refusing to publish: " + "; ".join(map(str, result.problems)))
+                raise FailedPrecondition("refusing to publish: " + "; ".join(map(str, result.problems)),
+                                         reason="RULESET_INVALID",
+                                         metadata={"ruleset": name, "version": version,
+                                                   "problems": len(result.problems)})
         return self.store.publish(name, version, actor, reason, request_id)
 
     def rollback(self, name: str, to_version: int, actor: str, reason: str = "",
@@ -106,7 +110,10 @@ class RuleAdmin:
         record = self.store.get(name, to_version)
         result = self.validate(record.document, expected_name=name)
         if not result.ok:  # e.g. the kind's schema moved on since
-            raise FailedPrecondition("refusing to roll back: " + "; ".join(map(str, result.problems)))
+            raise FailedPrecondition("refusing to roll back: " + "; ".join(map(str, result.problems)),
+                                     reason="RULESET_INVALID",
+                                     metadata={"ruleset": name, "version": to_version,
+                                               "problems": len(result.problems)})
         return self.store.rollback(name, to_version, actor, reason, request_id)
 
     def simulate(self, name: str, version: int, sample: Sequence[Mapping[str, Any] | Problem],
@@ -118,7 +125,8 @@ class RuleAdmin:
         candidate_record, candidate = self.document(name, version)
         kind = self.kinds.get(candidate.kind)
         if kind is None:
-            raise FailedPrecondition(f"kind {candidate.kind} is not known to this service")
+            raise FailedPrecondition(f"kind {candidate.kind} is not known to this service", reason="KIND_UNKNOWN",
+                                     metadata={"ruleset": name, "kind": candidate.kind})
         try:
             active_record, current = self.document(name, 0)
         except NotFound:

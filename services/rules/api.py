@@ -61,13 +61,21 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
     """Serves only the kinds of the service it runs in: another service's
     rulesets are NOT_FOUND here."""
 
-    def __init__(self, admin: RuleAdmin, served_kinds: set[str]):
+    def __init__(self, admin: RuleAdmin, served_kinds: set[str], runtime=None):
         self.admin = admin
         self.kinds = served_kinds
+        self.runtime = runtime  # RuleRuntime of this process: Publish/Rollback answer once it serves them
 
     def _own(self, name: str) -> None:
         if name not in set(self.admin.store.names(self.kinds)):
-            raise NotFound(f"ruleset {name} is not served here")
+            raise NotFound(f"ruleset {name} is not served here", metadata={"ruleset": name})
+
+    def _serve_now(self, name: str) -> None:
+        """Load what was just activated in this process before answering: a
+        caller's next request here is served by it (other replicas pick it up
+        on their next poll and answer RULESET_LOADING until then)."""
+        if self.runtime is not None:
+            self.runtime.refresh()
 
     def _previous(self, name: str) -> int:
         try:
@@ -123,6 +131,7 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
         previous = self._previous(request.name)
         record = self.admin.publish(request.name, request.version, current_principal().name, request.comment,
                                     request.request_id or None)
+        self._serve_now(record.name)
         return rules_pb2.PublishRulesetResponse(ruleset_version=version_message(record), previous_version=previous)
 
     def RollbackRuleset(self, request, context):
@@ -131,6 +140,7 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
         previous = self._previous(request.name)
         record = self.admin.rollback(request.name, request.to_version, current_principal().name, request.comment,
                                      request.request_id or None)
+        self._serve_now(record.name)
         return rules_pb2.RollbackRulesetResponse(ruleset_version=version_message(record), previous_version=previous)
 
     def GetRuleset(self, request, context):

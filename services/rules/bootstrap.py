@@ -136,7 +136,8 @@ def build_service(spec: ServiceSpec, config: ServiceConfig | None = None) -> tup
     ctx = build_context(spec, config)
     servicers = list(spec.build(ctx))
     servicers.append(Servicer(rules_pb2_grpc.add_RuleStoreServiceServicer_to_server,
-                              RuleStoreServicer(ctx.admin, {k.name for k in spec.kinds}), RULES_SERVICE_NAME))
+                              RuleStoreServicer(ctx.admin, {k.name for k in spec.kinds}, ctx.rules),
+                              RULES_SERVICE_NAME))
     server = build_server(
         config,
         registry=ctx.registry,

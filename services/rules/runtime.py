@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from services.common.errors import Unavailable
+from services.common.errors import FailedPrecondition, Unavailable
 
 from .compiler import compile_document
 from .document import RulesetDocument
@@ -27,6 +27,7 @@ from .validation import list_keys, validate_text
 
 log = logging.getLogger(__name__)
 RETIRE_AFTER_SECONDS = 60.0  # in-flight batches may still hold the old version
+LOADING_RETRY_SECONDS = 1.0  # RetryInfo of RULESET_LOADING: about one poll away
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class RuleRuntime:
         self._failed: dict[str, int] = {}  # name -> version that failed, not retried
         self._retiring: list[tuple[float, LoadedRuleset]] = []
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()  # the poll thread and PublishRuleset both refresh
+        self._wake = threading.Event()       # a request saw a version not loaded yet: poll now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.metrics = _Metrics(registry)
@@ -79,14 +82,41 @@ class RuleRuntime:
     def active(self, name: str) -> ActiveRuleset:
         current = self._active.get(name)
         if current is None:
-            raise Unavailable(f"no published version of ruleset {name} is loaded")
+            raise self._missing(name)
         return current
+
+    def _missing(self, name: str) -> Exception:
+        """Why `name` is not served: published but not loaded here yet (this
+        replica's poll has not picked it up: retry shortly), or never
+        published (or the store cannot tell: the database is down)."""
+        try:
+            published = next((ref for ref in self.store.list_active(self._served_kinds) if ref.name == name), None)
+        except Exception:  # database down: a retry may find it
+            return Unavailable(f"no published version of ruleset {name} is loaded", reason="RULESET_LOADING",
+                               metadata={"ruleset": name}, retry_after=LOADING_RETRY_SECONDS)
+        if published is None:
+            return FailedPrecondition(f"ruleset {name} has no published version", reason="RULESET_NOT_PUBLISHED",
+                                      metadata={"ruleset": name})
+        self._wake.set()
+        return Unavailable(f"ruleset {name} v{published.version} is published and still loading, retry shortly",
+                           reason="RULESET_LOADING", metadata={"ruleset": name, "version": published.version},
+                           retry_after=LOADING_RETRY_SECONDS)
 
     def active_names(self) -> list[str]:
         return sorted(self._active)
 
     def refresh(self) -> list[str]:
-        """One poll; returns the names whose version changed."""
+        """One poll; returns the names whose version changed. Also called by
+        PublishRuleset, so the publishing process serves the new version
+        before it answers."""
+        with self._refreshing:
+            return self._refresh()
+
+    def served_version(self, name: str) -> int:
+        current = self._active.get(name)
+        return current.version if current else 0
+
+    def _refresh(self) -> list[str]:
         changed = []
         for ref in self.store.list_active(self._served_kinds):
             current = self._active.get(ref.name)
@@ -140,7 +170,11 @@ class RuleRuntime:
         self._thread.start()
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.refresh()
             except Exception as exc:  # database down: keep serving what we have
@@ -148,6 +182,7 @@ class RuleRuntime:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread:
             self._thread.join(timeout=5)
         with self._lock:

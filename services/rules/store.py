@@ -116,11 +116,12 @@ class RuleStore:
             current = self._active_version(conn, name)
             wanted = version or current
             if wanted is None:
-                raise NotFound(f"ruleset {name} has no active version")
+                raise NotFound(f"ruleset {name} has no active version", metadata={"ruleset": name})
             row = conn.execute(select(versions).where(versions.c.name == name,
                                                       versions.c.version == wanted)).first()
         if row is None:
-            raise NotFound(f"ruleset {name} version {wanted} not found")
+            raise NotFound(f"ruleset {name} version {wanted} not found",
+                           metadata={"ruleset": name, "version": wanted})
         return _record(row, current)
 
     def list_versions(self, name: str) -> list[VersionRecord]:
@@ -129,7 +130,7 @@ class RuleStore:
             rows = conn.execute(select(versions).where(versions.c.name == name)
                                 .order_by(versions.c.version.desc())).all()
         if not rows:
-            raise NotFound(f"ruleset {name} not found")
+            raise NotFound(f"ruleset {name} not found", metadata={"ruleset": name})
         return [_record(r, current) for r in rows]
 
     def list_active(self, kinds: set[str] | None = None) -> list[ActiveRef]:
@@ -173,7 +174,9 @@ class RuleStore:
                     return replay.name, replay.version
                 existing_kind = conn.execute(select(versions.c.kind).where(versions.c.name == name).limit(1)).scalar()
                 if existing_kind is not None and existing_kind != kind:
-                    raise FailedPrecondition(f"ruleset {name} is of kind {existing_kind}, not {kind}")
+                    raise FailedPrecondition(f"ruleset {name} is of kind {existing_kind}, not {kind}",
+                                             reason="KIND_MISMATCH",
+                                             metadata={"ruleset": name, "kind": existing_kind})
                 latest = conn.execute(select(func.max(versions.c.version)).where(versions.c.name == name)).scalar()
                 version = (latest or 0) + 1
                 now = self.clock()
@@ -199,10 +202,12 @@ class RuleStore:
                 row = conn.execute(select(versions).where(versions.c.name == name, versions.c.version == version)
                                    .with_for_update()).first()
                 if row is None:
-                    raise NotFound(f"ruleset {name} version {version} not found")
+                    raise NotFound(f"ruleset {name} version {version} not found",
+                                   metadata={"ruleset": name, "version": version})
                 if row.status != DRAFT:
                     raise FailedPrecondition(f"{name} v{version} is {row.status}; only a DRAFT can be published "
-                                             f"(use rollback to re-activate an older version)")
+                                             f"(use rollback to re-activate an older version)", reason="WRONG_STATE",
+                                             metadata={"ruleset": name, "version": version, "status": row.status})
                 now = self.clock()
                 conn.execute(update(versions).where(versions.c.name == name, versions.c.version == version)
                              .values(status=PUBLISHED, published_by=actor, published_at=now))
@@ -222,11 +227,15 @@ class RuleStore:
                 row = conn.execute(select(versions).where(versions.c.name == name, versions.c.version == to_version)
                                    .with_for_update()).first()
                 if row is None:
-                    raise NotFound(f"ruleset {name} version {to_version} not found")
+                    raise NotFound(f"ruleset {name} version {to_version} not found",
+                                   metadata={"ruleset": name, "version": to_version})
                 if row.status == DRAFT:
-                    raise FailedPrecondition(f"{name} v{to_version} was never published; publish it instead")
+                    raise FailedPrecondition(f"{name} v{to_version} was never published; publish it instead",
+                                             reason="WRONG_STATE",
+                                             metadata={"ruleset": name, "version": to_version, "status": row.status})
                 if self._active_version(conn, name) == to_version:
-                    raise FailedPrecondition(f"{name} v{to_version} is already active")
+                    raise FailedPrecondition(f"{name} v{to_version} is already active", reason="WRONG_STATE",
+                                             metadata={"ruleset": name, "version": to_version, "status": "ACTIVE"})
                 now = self.clock()
                 conn.execute(update(versions).where(versions.c.name == name, versions.c.version == to_version)
                              .values(status=PUBLISHED))

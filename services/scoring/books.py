@@ -4,13 +4,16 @@ from __future__ import annotations
 import grpc
 
 from kequn.assignment.v1 import assignment_pb2, assignment_pb2_grpc
+from services.common.errors import Unavailable
 
 TIMEOUT_SECONDS = 10.0
+DOWN_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 class AssignmentBooks:
     """book_size(staff_id) -> customers in the person's (locked) book, or None if
-    assignment does not know the person. Other failures propagate (UNAVAILABLE)."""
+    assignment does not know the person. Assignment down -> Unavailable
+    (DEPENDENCY_UNAVAILABLE, dependency=assignment); other failures propagate."""
 
     def __init__(self, channel: grpc.Channel):
         self.stub = assignment_pb2_grpc.AssignmentServiceStub(channel)
@@ -27,4 +30,7 @@ class AssignmentBooks:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
+            if exc.code() in DOWN_CODES:
+                raise Unavailable(f"assignment cannot tell the book of {staff_id} ({exc.code().name})",
+                                  metadata={"dependency": "assignment"}) from None
             raise

@@ -71,8 +71,13 @@ def _draw(rng: random.Random, ind: Indicator, card: Scorecard, book_size: int | 
         return {}
     # no target: counts around 100 (fewer, around 5, where lower is better: complaints)
     centre = ind.target if ind.target is not None else Decimal(5 if ind.direction == "lower" else 100)
+    if ind.maximum is not None and centre > ind.maximum / 2:  # a declared range (shares: 0..1)
+        centre = ind.maximum / 2
     places = "0.0001" if centre < 1 else "1"
-    return {ind.id: around(centre, 0.5, 1.6, places)}
+    value = around(centre, 0.5, 1.6, places)
+    if ind.maximum is not None:
+        value = min(value, ind.maximum)
+    return {ind.id: value}
 
 
 def demo_values(card: Scorecard, book_size: BookSizes | None = None,

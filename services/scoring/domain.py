@@ -39,7 +39,8 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 CONTEXT = Context(prec=34, rounding=ROUND_HALF_UP)  # decimal128: far more than 2 places need
 CENT = Decimal("0.01")
-STAT_PLACES = Decimal("1E-10")  # peer statistics are stored and shown to 10 places
+STAT_PLACES = Decimal("0.0001")  # peer statistics (μ, σ) are shown to 4 places; stored exact
+MISSING_POLICIES = ("warn", "block")  # a required value missing at finalize: only warn (default), or refuse
 ZERO, ONE, HUNDRED = Decimal(0), Decimal(1), Decimal(100)
 
 WEIGHTED_METHODS = ("STDDEV", "RATIO", "POINTS", "CONVERSION", "RATING", "FULL_MARKS")
@@ -63,6 +64,10 @@ def show(value: Decimal | None, places: Decimal = CENT) -> str:
     if value is None:
         return ""
     return format(value.quantize(places, rounding=ROUND_HALF_UP), "f")
+
+
+def _plain(value: Decimal | None) -> str:
+    return "" if value is None else format(value, "f")
 
 
 def parse_decimal(text: Any) -> Decimal:
@@ -117,6 +122,9 @@ class Indicator:
     normalise_by: str | None = None  # "book_size": the value is divided by the locked book size
     allow_negative: bool = False
     description: str = ""
+    minimum: Decimal | None = None   # declared range of a submitted value (min/max), inclusive
+    maximum: Decimal | None = None
+    required: bool = True            # a missing value is flagged (adjustments: never required)
 
     @property
     def is_adjustment(self) -> bool:
@@ -142,6 +150,7 @@ class Scorecard:
     indicators: tuple[Indicator, ...]
     quantitative_floor: Decimal = ZERO
     qualitative_ceiling: Decimal = HUNDRED
+    missing_values: str = "warn"     # MISSING_POLICIES: does a missing required value block finalizing
 
     def __post_init__(self) -> None:
         # Cached once per card (cards are immutable): scoring asks these per person.
@@ -177,6 +186,20 @@ class Scorecard:
             return f"rating {value} outside [0, {show(self.full_marks(indicator))}]"
         if value < 0 and not indicator.allow_negative:
             return f"{key!r} cannot be negative"
+        bounds = self.out_of_range(key, value)
+        if bounds is not None:
+            return f"{key!r} = {value} is outside its declared range [{bounds[0]}, {bounds[1]}]"
+        return None
+
+    def out_of_range(self, key: str, value: Decimal) -> tuple[str, str] | None:
+        """(min, max) as text ("" = open) when `value` is outside the declared
+        range of the indicator `key` feeds, else None."""
+        indicator = self.input_index().get(key)
+        if indicator is None or (indicator.minimum is None and indicator.maximum is None):
+            return None
+        if (indicator.minimum is not None and value < indicator.minimum) or \
+                (indicator.maximum is not None and value > indicator.maximum):
+            return (_plain(indicator.minimum), _plain(indicator.maximum))
         return None
 
 
@@ -233,6 +256,9 @@ def _parse(params: Mapping, name: str, version: int, problems: list) -> Scorecar
     if not isinstance(defaults, Mapping):
         problems.append((f"{p}.defaults", "must be a mapping"))
         defaults = {}
+    missing_values = params.get("missing_values", "warn")
+    if missing_values not in MISSING_POLICIES:
+        problems.append((f"{p}.missing_values", f"one of {', '.join(MISSING_POLICIES)}"))
 
     parts: list[Part] = []
     raw_parts = params.get("parts")
@@ -271,7 +297,7 @@ def _parse(params: Mapping, name: str, version: int, problems: list) -> Scorecar
         return None
     return Scorecard(name=name, version=version, role=str(role), total=total, peer_scope=str(scope),
                      parts=tuple(parts), indicators=tuple(indicators),
-                     quantitative_floor=floor, qualitative_ceiling=ceiling)
+                     quantitative_floor=floor, qualitative_ceiling=ceiling, missing_values=str(missing_values))
 
 
 def _parse_indicator(ri: Mapping, path: str, defaults: Mapping, problems: list) -> Indicator | None:
@@ -312,13 +338,21 @@ def _parse_indicator(ri: Mapping, path: str, defaults: Mapping, problems: list) 
     normalise_by = ri.get("normalise_by")
     if normalise_by is not None and normalise_by not in NORMALISERS:
         problems.append((f"{path}.normalise_by", f"one of {', '.join(NORMALISERS)}"))
+    minimum = _number(ri, "min", path, problems)
+    maximum = _number(ri, "max", path, problems)
+    if minimum is not None and maximum is not None and minimum > maximum:
+        problems.append((f"{path}.min", f"min {minimum} is above max {maximum}"))
+    required = ri.get("required", method not in ADJUSTMENTS)
+    if not isinstance(required, bool):
+        problems.append((f"{path}.required", "true or false"))
     if len(problems) > before:
         return None
     return Indicator(id=ind_id, method=method, part=ri.get("part"), weight=weight, direction=direction,
                      k=k, lo=lo, hi=hi, target=target, rates=rates, mode=mode, of=ri.get("of"),
                      per_unit=per_unit, cap=cap, normalise_by=normalise_by,
                      allow_negative=bool(ri.get("allow_negative", False)),
-                     description=str(ri.get("description", "")))
+                     description=str(ri.get("description", "")), minimum=minimum, maximum=maximum,
+                     required=required)
 
 
 def check_constraints(card: Scorecard, params: Mapping) -> list[tuple[str, str]]:
@@ -432,6 +466,7 @@ class IndicatorScore(NamedTuple):
     peer_stddev: Decimal | None = None
     peer_count: int = 0
     note: str = ""
+    missing: bool = False           # a required value was not submitted: scored 0, flagged
 
 
 @dataclass(frozen=True)
@@ -443,6 +478,11 @@ class PersonScore:
     indicators: tuple[IndicatorScore, ...]
     rank: int = 0
     peer_group_size: int = 0
+
+    @property
+    def missing(self) -> list[str]:
+        """Indicators whose required value was not submitted."""
+        return [i.indicator_id for i in self.indicators if i.missing]
 
 
 def peer_group(card: Scorecard, branch_id: str) -> str:
@@ -548,8 +588,11 @@ def _score_person(card: Scorecard, person: Person, stats: Mapping[tuple[str, str
         x, note = _raw(card, ind, person)
         peer = stats.get((group, ind.id)) if method == "STDDEV" else None
         why = ""
+        missing = x is None and ind.required
         if x is None:
             score = ZERO
+            if missing:
+                note = f"{note}: required, scored 0" if note else "required value missing: scored 0"
         elif method == "STDDEV":
             factor, why = _stddev_factor(ind, x, peer)
             score = w * factor
@@ -564,9 +607,10 @@ def _score_person(card: Scorecard, person: Person, stats: Mapping[tuple[str, str
         if why:
             note = f"{note}; {why}" if note else why
         if peer is None:
-            results[ind.id] = IndicatorScore(ind.id, method, w, x, score, note=note)
+            results[ind.id] = IndicatorScore(ind.id, method, w, x, score, note=note, missing=missing)
         else:
-            results[ind.id] = IndicatorScore(ind.id, method, w, x, score, peer.mean, peer.stddev, peer.count, note)
+            results[ind.id] = IndicatorScore(ind.id, method, w, x, score, peer.mean, peer.stddev, peer.count, note,
+                                             missing)
     total = ZERO
     for part in card.parts:
         total += _part_subtotal(card, part, results)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.rules.document import load_text
 from services.rules.runtime import RuleRuntime
 from services.scoring.domain import Scorecard, parse_scorecard
@@ -32,7 +32,7 @@ class RuleStoreScorecards:
         name = ruleset_name(role)
         try:
             active = self.runtime.active(name)
-        except Unavailable:
+        except FailedPrecondition:  # RULESET_NOT_PUBLISHED; RULESET_LOADING (Unavailable) goes to the caller
             raise InvalidArgument(violations=[("role", f"unknown role {role!r}: no published scorecard {name}")]) \
                 from None
         return self._parsed(name, active.version, active.document.parameters)

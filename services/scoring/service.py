@@ -88,6 +88,10 @@ class IndicatorView(NamedTuple):  # a tuple: HR pulls 20 of these per person, 50
     peer_stddev: str = ""
     peer_count: int = 0
     note: str = ""
+    warning: str = ""  # "MISSING_VALUE": a required value was not submitted (scored 0)
+
+
+MISSING_VALUE = "MISSING_VALUE"
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class ScoreView:
     revision_reason: str
     revised_by: str
     calculated_at: datetime
+    warnings: tuple[str, ...] = ()  # what HR should look at, e.g. "MISSING_VALUE: npl_ratio ..."
 
 
 @dataclass(frozen=True)
@@ -147,21 +152,31 @@ BREAKDOWN_WIDTH = 6
 Stats = dict  # (role, peer group, indicator) -> (mean, stddev, count), as stored
 
 
+def shown_stats(stored: Stats) -> Stats:
+    """Peer statistics as shown: μ and σ rounded half-up to 4 places (stored
+    exact, so revisions recompute with what the calculation used)."""
+    return {key: (domain.show(Decimal(mean), domain.STAT_PLACES), domain.show(Decimal(sd), domain.STAT_PLACES), n)
+            for key, (mean, sd, n) in stored.items()}
+
+
 def _view(row: ResultRow, period_status: str, stats: Stats) -> ScoreView:
     none = ("", "", 0)
     role, group = row.role, row.peer_group
     flat = row.breakdown
+    missing = row.missing
     indicators = []
     for at in range(0, len(flat), BREAKDOWN_WIDTH):
         i, m, raw, score, full, note = flat[at:at + BREAKDOWN_WIDTH]
         mean, sd, n = stats.get((role, group, i), none) if m == "STDDEV" else none
-        indicators.append(IndicatorView(i, m, raw, score, full, mean, sd, n, note))
+        indicators.append(IndicatorView(i, m, raw, score, full, mean, sd, n, note,
+                                        MISSING_VALUE if missing and i in missing else ""))
+    warnings = tuple(f"{MISSING_VALUE}: {i} has no value (required): scored 0" for i in missing)
     return ScoreView(
         staff_id=row.staff_id, role=row.role, branch_id=row.branch_id, period_id=row.period_id, total=row.total,
         status="FINALIZED" if period_status == "FINALIZED" else "CALCULATED", revision=row.revision,
         rank=row.rank, peer_group_size=row.peer_group_size, scorecard_name=row.scorecard_name,
         scorecard_version=row.scorecard_version, indicators=indicators,
-        revision_reason=row.reason, revised_by=row.revised_by, calculated_at=row.calculated_at)
+        revision_reason=row.reason, revised_by=row.revised_by, calculated_at=row.calculated_at, warnings=warnings)
 
 
 def _check_id(value: str, path: str, violations: list, pattern=ID_RE, what="an id") -> None:
@@ -169,11 +184,11 @@ def _check_id(value: str, path: str, violations: list, pattern=ID_RE, what="an i
         violations.append((path, f"required: {what}" if not value else f"not {what}: {value!r}"))
 
 
-def _raise(violations: list) -> None:
+def _raise(violations: list, metadata: dict | None = None) -> None:
     if violations:
         extra = len(violations) - MAX_VIOLATIONS
         shown = violations[:MAX_VIOLATIONS] + ([("values", f"... and {extra} more problems")] if extra > 0 else [])
-        raise InvalidArgument(violations=shown)
+        raise InvalidArgument(violations=shown, metadata=metadata)
 
 
 def _date(value: str, path: str, violations: list) -> None:
@@ -238,7 +253,7 @@ class ScoringService:
             raise InvalidArgument(violations=[("period_id", "required")])
         row = store.period(period_id, lock)
         if row is None:
-            raise NotFound(f"period {period_id!r} not found")
+            raise NotFound(f"period {period_id!r} not found", metadata={"period_id": period_id})
         return row
 
     def _card(self, role: str, path: str = "role") -> Scorecard:
@@ -262,7 +277,7 @@ class ScoringService:
 
         def work(store: ScoringStore) -> dict:
             if store.period(period_id) is not None:
-                raise AlreadyExists(f"period {period_id!r} already exists")
+                raise AlreadyExists(f"period {period_id!r} already exists", metadata={"period_id": period_id})
             store.add_period(period_id, starts_on, ends_on, due_on, actor)
             store.audit("period.create", f"period/{period_id}", None,
                         {"period_id": period_id, "starts_on": starts_on, "ends_on": ends_on, "due_on": due_on,
@@ -290,7 +305,8 @@ class ScoringService:
                 period = self._existing(store, period_id, lock="share")
                 if period.status == "FINALIZED":
                     raise FailedPrecondition(f"period {period_id} is finalized: its values are frozen; "
-                                             "correct a result with ReviseScore")
+                                             "correct a result with ReviseScore", reason="PERIOD_FINALIZED",
+                                             metadata={"period_id": period_id})
                 known = store.staff_roles(period_id, sorted(batch.people))
                 moved = sorted(s for s, (role, _) in known.items() if role != batch.people[s][0])
                 store.forget_staff_values(period_id, moved)
@@ -323,6 +339,7 @@ class ScoringService:
             violations.append(("values", f"at most {MAX_VALUES_PER_REQUEST} values per request"))
         _raise(violations)
         batch, cards = _Batch(), {}
+        out_of_range: dict | None = None  # ErrorInfo metadata: the first value outside its declared range
         for i, item in enumerate(items):
             path = f"values[{i}]"
             before = len(violations)
@@ -350,6 +367,10 @@ class ScoringService:
             if why:
                 violations.append((f"{path}.indicator_id" if "indicator" in why or "Submit" in why
                                    else f"{path}.value", why))
+                bounds = card.out_of_range(item.indicator_id, value)
+                if bounds is not None and out_of_range is None:
+                    out_of_range = {"indicator_id": item.indicator_id, "min": bounds[0], "max": bounds[1],
+                                    "value": format(value, "f")[:40], "field": f"{path}.value"}
             seen = batch.people.get(item.staff_id)
             if seen is not None and seen != (item.role, item.branch_id):
                 violations.append((f"{path}.role", f"{item.staff_id} appears with two roles/branches in one request"))
@@ -358,7 +379,7 @@ class ScoringService:
             batch.people[item.staff_id] = (item.role, item.branch_id)
             # The same staff and indicator twice in one request: the later value wins.
             batch.items[(item.staff_id, item.indicator_id)] = (format(value, "f"), ratings, item.comment or "")
-        _raise(violations)
+        _raise(violations, out_of_range)
         return batch
 
     # ----------------------------------------------------------- calculation
@@ -391,7 +412,8 @@ class ScoringService:
     def _calculate(self, store: ScoringStore, period_id: str, cards: list[Scorecard] | None, branch_id: str) -> dict:
         period = self._existing(store, period_id, lock="update")
         if period.status == "FINALIZED":
-            raise FailedPrecondition(f"period {period_id} is finalized: results are frozen; use ReviseScore")
+            raise FailedPrecondition(f"period {period_id} is finalized: results are frozen; use ReviseScore",
+                                     reason="PERIOD_FINALIZED", metadata={"period_id": period_id})
         scope = {"role": cards[0].role if cards else "", "branch_id": branch_id}
         if cards is None:
             cards = [self.scorecards.active(r) for r in store.roles(period_id)]
@@ -428,7 +450,8 @@ class ScoringService:
     def _people(self, raw: dict[str, tuple[str, dict[str, str]]], card: Scorecard) -> list[Person]:
         needs_book = needs_book_size(card)
         if needs_book and self.book_size is None:
-            raise Unavailable(f"the {card.role} card needs book sizes but no assignment service is configured")
+            raise Unavailable(f"the {card.role} card needs book sizes but no assignment service is configured",
+                              metadata={"dependency": "assignment", "role": card.role})
         return [Person(staff_id, branch, {k: Decimal(v) for k, v in vals.items()},
                        self.book_size(staff_id) if needs_book else None)
                 for staff_id, (branch, vals) in sorted(raw.items())]
@@ -441,19 +464,23 @@ class ScoringService:
                 "scorecard_version": card.version, "breakdown": encode_breakdown(s.indicators),
                 "book_size": book_size, "corrections": extra.get("corrections", "{}"),
                 "reason": extra.get("reason", ""), "revised_by": extra.get("revised_by", ""),
-                "calculated_at": extra.get("calculated_at") or _utcnow()}
+                "calculated_at": extra.get("calculated_at") or _utcnow(), "missing": ",".join(s.missing)}
 
     def finalize(self, period_id: str, actor: str, request_id: str = "") -> tuple[int, str]:
         def work(store: ScoringStore) -> dict:
             period = self._existing(store, period_id, lock="update")
             if period.status == "FINALIZED":
-                raise FailedPrecondition(f"period {period_id} is already finalized")
+                raise FailedPrecondition(f"period {period_id} is already finalized", reason="PERIOD_FINALIZED",
+                                         metadata={"period_id": period_id})
             if period.status == "OPEN":
-                raise FailedPrecondition(f"period {period_id} has not been calculated yet")
+                raise FailedPrecondition(f"period {period_id} has not been calculated yet",
+                                         reason="PERIOD_NOT_CALCULATED", metadata={"period_id": period_id})
             stale = store.stale_roles(period_id)
             if stale:
                 raise FailedPrecondition(f"values changed since the last full calculation of {', '.join(stale)}: "
-                                         "calculate again before finalizing")
+                                         "calculate again before finalizing", reason="RESULTS_STALE",
+                                         metadata={"period_id": period_id, "roles": ",".join(stale)})
+            self._check_missing(store, period_id)
             store.set_period_status(period_id, "FINALIZED", actor)
             count = store.count_latest(period_id)
             store.audit("period.finalize", f"period/{period_id}", {"status": period.status},
@@ -464,6 +491,19 @@ class ScoringService:
         if first:
             self.observer.finalized()
         return answer["finalized"], answer["status"]
+
+    def _check_missing(self, store: ScoringStore, period_id: str) -> None:
+        """A card whose policy is missing_values: block (default: warn) refuses to
+        finalize while a result of it lacks a required value."""
+        blocking = [(name, version, count, staff) for name, version, count, staff in store.missing_by_card(period_id)
+                    if self.scorecards.version(name, version).missing_values == "block"]
+        if blocking:
+            count = sum(b[2] for b in blocking)
+            cards = ", ".join(f"{name} v{version}" for name, version, _, _ in blocking)
+            raise FailedPrecondition(
+                f"{count} result(s) lack a required value ({cards}; e.g. staff {blocking[0][3]}): submit the values "
+                "and calculate again, or publish the card with missing_values: warn", reason="MISSING_VALUES",
+                metadata={"period_id": period_id, "results": count, "scorecards": cards, "staff_id": blocking[0][3]})
 
     # ----------------------------------------------------------- reading
 
@@ -478,8 +518,9 @@ class ScoringService:
             row = store.result(period_id, staff_id, revision)
             if row is None:
                 what = f"revision {revision} of " if revision else ""
-                raise NotFound(f"no {what}score for staff {staff_id!r} in period {period_id!r}")
-            return _view(row, period.status, store.peer_stats(period_id, [(row.role, row.peer_group)]))
+                raise NotFound(f"no {what}score for staff {staff_id!r} in period {period_id!r}",
+                               metadata={"staff_id": staff_id, "period_id": period_id})
+            return _view(row, period.status, shown_stats(store.peer_stats(period_id, [(row.role, row.peer_group)])))
         return self._read(work)
 
     def list_scores(self, period_id: str, role: str = "", branch_id: str = "", finalized_only: bool = False,
@@ -504,7 +545,7 @@ class ScoringService:
             more = len(rows) > size
             rows = rows[:size]
             token = _encode_token(query, (rows[-1].role, rows[-1].branch_id, rows[-1].staff_id)) if more else ""
-            stats = store.peer_stats(period_id, {(r.role, r.peer_group) for r in rows})
+            stats = shown_stats(store.peer_stats(period_id, {(r.role, r.peer_group) for r in rows}))
             return Page([_view(r, period.status, stats) for r in rows], token)
         return self._read(work)
 
@@ -525,10 +566,12 @@ class ScoringService:
             period = self._existing(store, period_id, lock="update")
             if period.status != "FINALIZED":
                 raise FailedPrecondition(f"period {period_id} is not finalized: submit the corrected values and "
-                                         "calculate again")
+                                         "calculate again", reason="PERIOD_NOT_FINALIZED",
+                                         metadata={"period_id": period_id})
             latest = store.result(period_id, staff_id)
             if latest is None:
-                raise NotFound(f"no score for staff {staff_id!r} in period {period_id!r}")
+                raise NotFound(f"no score for staff {staff_id!r} in period {period_id!r}",
+                               metadata={"staff_id": staff_id, "period_id": period_id})
             card = self.scorecards.version(latest.scorecard_name, latest.scorecard_version)
             fixed = dict(latest.corrections)
             fixed.update(self._corrections(card, latest, corrections))

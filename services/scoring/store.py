@@ -88,6 +88,8 @@ results = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("revised_by", String(128), nullable=False, default=""),
     Column("calculated_at", DateTime(timezone=True), nullable=False),
+    # Required indicators with no value (scored 0), comma-separated; "" = none.
+    Column("missing", Text, nullable=False, default="", server_default=""),
 )
 
 # Peer statistics of a calculation, per peer group and standard-deviation indicator:
@@ -155,6 +157,7 @@ class ResultRow(NamedTuple):  # a tuple: HR pages read thousands of these
     reason: str
     revised_by: str
     calculated_at: datetime
+    missing: tuple[str, ...] = ()
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -172,7 +175,7 @@ def _result(row) -> ResultRow:
                      row.peer_group, row.total, row.rank, row.peer_group_size, row.scorecard_name,
                      row.scorecard_version, json.loads(row.breakdown), row.book_size,
                      json.loads(row.corrections) if row.corrections not in ("", "{}") else {}, row.reason,
-                     row.revised_by, _aware(row.calculated_at))
+                     row.revised_by, _aware(row.calculated_at), tuple(row.missing.split(",")) if row.missing else ())
 
 
 def _upsert(conn: Connection, table: Table, rows: Sequence[dict], keys: Sequence[str], update_cols: Sequence[str]):
@@ -351,6 +354,15 @@ class ScoringStore:
         return list(self.conn.execute(select(results.c.total).where(
             results.c.period_id == period_id, results.c.role == role, results.c.peer_group == peer_group,
             results.c.is_latest == true(), results.c.staff_id != except_staff)).scalars())
+
+    def missing_by_card(self, period_id: str) -> list[tuple[str, int, int, str]]:
+        """(scorecard name, version, results with a missing required value, one
+        such staff id) of the period's latest results."""
+        return [tuple(r) for r in self.conn.execute(
+            select(results.c.scorecard_name, results.c.scorecard_version, func.count(), func.min(results.c.staff_id))
+            .where(results.c.period_id == period_id, results.c.is_latest == true(), results.c.missing != "")
+            .group_by(results.c.scorecard_name, results.c.scorecard_version)
+            .order_by(results.c.scorecard_name, results.c.scorecard_version))]
 
     def count_latest(self, period_id: str) -> int:
         return self.conn.execute(select(func.count()).select_from(results).where(

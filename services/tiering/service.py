@@ -307,7 +307,8 @@ class TieringService:
                 tier = t_ev.outcome.get("tier")
                 if not tier:
                     results[i] = Outcome(s.customer_id, r.dry_run, error=FailedPrecondition(
-                        f"ruleset {tiers.name} v{tiers.version} gives customer {s.customer_id} no tier"))
+                        f"ruleset {tiers.name} v{tiers.version} gives customer {s.customer_id} no tier",
+                        reason="NO_TIER", metadata={"ruleset": tiers.name, "version": tiers.version}))
                     continue
                 # Customers share few sets of fired rules, and the engine hands
                 # out one tuple per set: build each answer once per chunk.
@@ -359,7 +360,7 @@ class TieringService:
         with UnitOfWork(self.session_factory) as uow:
             found = TieringRepository(uow.session).latest_decision(customer_id)
         if found is None:
-            raise NotFound(f"customer {customer_id} has never been evaluated")
+            raise NotFound(f"customer {customer_id} has never been evaluated", metadata={"customer_id": customer_id})
         return found
 
     def list_changes(self, customer_id: str = "", after_cursor: int = 0, page_size: int = 0,

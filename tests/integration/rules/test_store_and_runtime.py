@@ -87,10 +87,15 @@ def test_concurrent_creates_get_distinct_versions_or_abort_cleanly(admin):
 
 def test_runtime_hot_reloads_a_published_version_and_keeps_serving_on_failure(admin):
     runtime = RuleRuntime(admin.store, admin.kinds, admin.engine, poll_seconds=0.05)
-    with pytest.raises(Unavailable):
+    with pytest.raises(FailedPrecondition) as never:
         runtime.active("test.tiers")
+    assert never.value.reason == "RULESET_NOT_PUBLISHED"
     admin.create(DOC, "a")
     admin.publish("test.tiers", 1, "a")
+    with pytest.raises(Unavailable) as loading:  # published, not picked up by this runtime yet
+        runtime.active("test.tiers")
+    assert loading.value.reason == "RULESET_LOADING" and loading.value.retry_after
+    assert loading.value.metadata == {"ruleset": "test.tiers", "version": "1"}
     assert runtime.refresh() == ["test.tiers"]
     assert "SILVER_HAIR" in runtime.active("test.tiers").evaluate({"aum": 1, "age": 60}).outcome["segments"]
 

@@ -83,8 +83,8 @@ def test_revision_reuses_the_peer_statistics_of_the_period(scoring, open_period)
     revised = scoring.revise("A10", open_period, "missed entries", [metric("A10", wa, "new_pb_customers", 25)],
                              actor="hr")
     npc = indicator(revised, "new_pb_customers")
-    assert npc.score == "15.00" and npc.peer_mean == "25" and npc.peer_count == 4
-    assert npc.peer_stddev.startswith("11.180339887")
+    assert npc.score == "15.00" and npc.peer_mean == "25.0000" and npc.peer_count == 4
+    assert npc.peer_stddev == "11.1803"  # 4 places (docs/scoring.md)
 
 
 def test_bad_input_is_refused_and_changes_nothing(scoring, open_period):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from services.benefits.domain import reason_texts
 from services.benefits.rules_kind import KINDS
 from services.rules.engine import default_engine
 from services.rules.kinds import KindRegistry
@@ -37,3 +38,20 @@ def test_a_bad_catalog_entry_is_refused_with_its_path():
     doc["parameters"]["timezone"] = "Mars/Olympus"
     paths = {p.path for p in validate(yaml.safe_dump(doc, allow_unicode=True)).problems}
     assert {"parameters.catalog.LOBBY_GIFT.quota_period", "parameters.timezone"} <= paths
+
+
+def test_every_shipped_benefit_says_who_it_is_for_in_chinese_and_english():
+    doc = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    granted: set[str] = set()
+    for rule in doc["rules"]:
+        en, zh = reason_texts(rule.get("description", ""), rule["id"])
+        assert en != rule["id"] and zh != rule["id"], f"{rule['id']} has no description"
+        assert en != zh and en.isascii() and not zh.isascii(), f"{rule['id']}: want '中文 / English'"
+        granted |= set(rule["then"]["benefits"])
+    assert granted == set(doc["parameters"]["catalog"]) and len(doc["rules"]) == 13
+
+
+def test_campaigns_of_the_seeds_have_an_end_date():
+    catalog = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))["parameters"]["catalog"]
+    for campaign in ("PAYDAY_COUPON", "CAR_OWNER_DAY", "SCAN_PAY_GIFT", "WECHAT_COUPON"):
+        assert catalog[campaign]["valid_until"], campaign

@@ -214,7 +214,8 @@ def test_missing_value_scores_zero_and_is_left_out_of_peer_statistics():
     scores = by_staff(score_people(c, [person("A", new_wealth_customers=10), person("B", new_wealth_customers=30),
                                        person("C", other=5)]))
     missing = ind(scores["C"], "new_wealth_customers")
-    assert missing.score == 0 and missing.note == "no value submitted"
+    assert missing.score == 0 and missing.missing and missing.note == "no value submitted: required, scored 0"
+    assert scores["C"].missing == ["new_wealth_customers"] and scores["A"].missing == ["other"]
     assert ind(scores["A"], "new_wealth_customers").peer_count == 2
 
 

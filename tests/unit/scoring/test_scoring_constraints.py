@@ -93,3 +93,14 @@ def test_conversion_rates_must_be_positive():
     doc = raw("loan_manager")
     indicator(doc, "loan_count")["rates"]["other"] = 0
     assert ("parameters.indicators[0].rates.other", "must be above 0") in problems(doc)
+
+
+def test_a_declared_range_upside_down_or_an_unknown_missing_policy_is_refused():
+    doc = raw("remote_manager")
+    indicator(doc, "product_penetration").update({"min": 2, "max": 1})
+    indicator(doc, "calls_made")["required"] = "yes"
+    doc["parameters"]["missing_values"] = "ignore"
+    found = dict(problems(doc))
+    assert "min 2 is above max 1" in found["parameters.indicators[3].min"]
+    assert found["parameters.indicators[4].required"] == "true or false"
+    assert found["parameters.missing_values"] == "one of warn, block"

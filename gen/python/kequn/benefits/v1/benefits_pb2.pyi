@@ -125,6 +125,11 @@ class Entitlement(_message.Message):
     UNLOCK_TIER_FIELD_NUMBER: _builtins.int
     UNLOCK_GAP_FEN_FIELD_NUMBER: _builtins.int
     NEXT_CLAIM_AT_FIELD_NUMBER: _builtins.int
+    REASON_TEXT_FIELD_NUMBER: _builtins.int
+    REASON_TEXT_ZH_FIELD_NUMBER: _builtins.int
+    QUOTA_PERIOD_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    IN_STOCK_FIELD_NUMBER: _builtins.int
     benefit_id: _builtins.str
     name: _builtins.str
     kind: _builtins.str
@@ -145,6 +150,21 @@ class Entitlement(_message.Message):
     """Tier that would unlock it; empty if it is not tier-bound."""
     unlock_gap_fen: _builtins.int
     """Annual avg AUM still needed to reach unlock_tier."""
+    reason_text: _builtins.str
+    """Why the customer has it, in words (English), from the granting rule's
+    description, naming the tier, group or flag, e.g. "tier WEALTH customers
+    (WEALTH and up)", "payroll customers (group PAYROLL)".
+    """
+    reason_text_zh: _builtins.str
+    """The same in Chinese, e.g. "代发工资客户（PAYROLL 客群）"."""
+    quota_period: Global___QuotaPeriod.ValueType
+    """The period `remaining` counts in ("1 left this month"); UNSPECIFIED when
+    the benefit has no quota (remaining = -1).
+    """
+    in_stock: _builtins.bool
+    """False when a physical gift has no unit left to claim now (a claim would
+    be refused OUT_OF_STOCK); always true for benefits without inventory.
+    """
     @_builtins.property
     def ruleset(self) -> _common_pb2.RulesetRef:
         """The benefits ruleset version that granted it."""
@@ -152,6 +172,10 @@ class Entitlement(_message.Message):
     @_builtins.property
     def next_claim_at(self) -> _timestamp_pb2.Timestamp:
         """End of the cool-down; unset = claimable now."""
+
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Channels it may be claimed through; empty = all."""
 
     def __init__(
         self,
@@ -169,10 +193,15 @@ class Entitlement(_message.Message):
         unlock_tier: _builtins.str = ...,
         unlock_gap_fen: _builtins.int = ...,
         next_claim_at: _timestamp_pb2.Timestamp | None = ...,
+        reason_text: _builtins.str = ...,
+        reason_text_zh: _builtins.str = ...,
+        quota_period: Global___QuotaPeriod.ValueType = ...,
+        channels: _abc.Iterable[_builtins.str] | None = ...,
+        in_stock: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_claim_at", b"next_claim_at", "ruleset", b"ruleset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefit_id", b"benefit_id", "kind", b"kind", "locked", b"locked", "name", b"name", "next_claim_at", b"next_claim_at", "points_cost", b"points_cost", "reason", b"reason", "remaining", b"remaining", "rule_id", b"rule_id", "ruleset", b"ruleset", "unlock_gap_fen", b"unlock_gap_fen", "unlock_tier", b"unlock_tier", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefit_id", b"benefit_id", "channels", b"channels", "in_stock", b"in_stock", "kind", b"kind", "locked", b"locked", "name", b"name", "next_claim_at", b"next_claim_at", "points_cost", b"points_cost", "quota_period", b"quota_period", "reason", b"reason", "reason_text", b"reason_text", "reason_text_zh", b"reason_text_zh", "remaining", b"remaining", "rule_id", b"rule_id", "ruleset", b"ruleset", "unlock_gap_fen", b"unlock_gap_fen", "unlock_tier", b"unlock_tier", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -436,6 +465,9 @@ class Benefit(_message.Message):
     UNIT_COST_FEN_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ELIGIBILITY_TEXT_FIELD_NUMBER: _builtins.int
+    ELIGIBILITY_TEXT_ZH_FIELD_NUMBER: _builtins.int
+    IN_STOCK_FIELD_NUMBER: _builtins.int
     benefit_id: _builtins.str
     name: _builtins.str
     kind: _builtins.str
@@ -462,6 +494,15 @@ class Benefit(_message.Message):
     """Charged to the budget per claim."""
     active: _builtins.bool
     description: _builtins.str
+    eligibility_text: _builtins.str
+    """Output only (ListBenefits, GetBenefit): who may claim it, in words, from
+    the descriptions of the rules granting it (English and Chinese).
+    """
+    eligibility_text_zh: _builtins.str
+    in_stock: _builtins.bool
+    """Output only (ListBenefits, GetBenefit): a physical gift has a unit left
+    to claim now; always true without inventory.
+    """
     @_builtins.property
     def channels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Channels it may be claimed through; empty = all."""
@@ -485,10 +526,13 @@ class Benefit(_message.Message):
         unit_cost_fen: _builtins.int = ...,
         active: _builtins.bool = ...,
         description: _builtins.str = ...,
+        eligibility_text: _builtins.str = ...,
+        eligibility_text_zh: _builtins.str = ...,
+        in_stock: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "benefit_id", b"benefit_id", "budget_group", b"budget_group", "channels", b"channels", "cooldown_seconds", b"cooldown_seconds", "description", b"description", "eligibility_rule", b"eligibility_rule", "kind", b"kind", "name", b"name", "physical", b"physical", "points_cost", b"points_cost", "quota_per_period", b"quota_per_period", "quota_period", b"quota_period", "unit_cost_fen", b"unit_cost_fen", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "benefit_id", b"benefit_id", "budget_group", b"budget_group", "channels", b"channels", "cooldown_seconds", b"cooldown_seconds", "description", b"description", "eligibility_rule", b"eligibility_rule", "eligibility_text", b"eligibility_text", "eligibility_text_zh", b"eligibility_text_zh", "in_stock", b"in_stock", "kind", b"kind", "name", b"name", "physical", b"physical", "points_cost", b"points_cost", "quota_per_period", b"quota_per_period", "quota_period", b"quota_period", "unit_cost_fen", b"unit_cost_fen", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -956,6 +1000,94 @@ class GetPointsBalanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPointsBalanceResponse: _TypeAlias = GetPointsBalanceResponse  # noqa: Y015
+
+@_typing.final
+class ListBenefitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_INACTIVE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    include_inactive: _builtins.bool
+    """Also list inactive benefits and those outside their validity window."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        include_inactive: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_inactive", b"include_inactive", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBenefitsRequest: _TypeAlias = ListBenefitsRequest  # noqa: Y015
+
+@_typing.final
+class ListBenefitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFITS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def benefits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Benefit]: ...
+    def __init__(
+        self,
+        *,
+        benefits: _abc.Iterable[Global___Benefit] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefits", b"benefits", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBenefitsResponse: _TypeAlias = ListBenefitsResponse  # noqa: Y015
+
+@_typing.final
+class GetBenefitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFIT_ID_FIELD_NUMBER: _builtins.int
+    benefit_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        benefit_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefit_id", b"benefit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBenefitRequest: _TypeAlias = GetBenefitRequest  # noqa: Y015
+
+@_typing.final
+class GetBenefitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def benefit(self) -> Global___Benefit: ...
+    def __init__(
+        self,
+        *,
+        benefit: Global___Benefit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["benefit", b"benefit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefit", b"benefit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBenefitResponse: _TypeAlias = GetBenefitResponse  # noqa: Y015
 
 @_typing.final
 class ReconcileRequest(_message.Message):

@@ -105,6 +105,16 @@ class BenefitsServiceStub:
                 request_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.ReconcileRequest.SerializeToString,
                 response_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.ReconcileResponse.FromString,
                 _registered_method=True)
+        self.ListBenefits = channel.unary_unary(
+                '/kequn.benefits.v1.BenefitsService/ListBenefits',
+                request_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.ListBenefitsRequest.SerializeToString,
+                response_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.ListBenefitsResponse.FromString,
+                _registered_method=True)
+        self.GetBenefit = channel.unary_unary(
+                '/kequn.benefits.v1.BenefitsService/GetBenefit',
+                request_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitRequest.SerializeToString,
+                response_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitResponse.FromString,
+                _registered_method=True)
 
 
 class BenefitsServiceServicer:
@@ -209,6 +219,20 @@ class BenefitsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBenefits(self, request, context):
+        """The catalog (what a catalog page shows), in benefit_id order; paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBenefit(self, request, context):
+        """One benefit of the catalog; NOT_FOUND if it does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BenefitsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +305,16 @@ def add_BenefitsServiceServicer_to_server(servicer, server):
                     servicer.Reconcile,
                     request_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.ReconcileRequest.FromString,
                     response_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.ReconcileResponse.SerializeToString,
+            ),
+            'ListBenefits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBenefits,
+                    request_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.ListBenefitsRequest.FromString,
+                    response_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.ListBenefitsResponse.SerializeToString,
+            ),
+            'GetBenefit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBenefit,
+                    request_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitRequest.FromString,
+                    response_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +696,60 @@ class BenefitsService:
             '/kequn.benefits.v1.BenefitsService/Reconcile',
             kequn_dot_benefits_dot_v1_dot_benefits__pb2.ReconcileRequest.SerializeToString,
             kequn_dot_benefits_dot_v1_dot_benefits__pb2.ReconcileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBenefits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.benefits.v1.BenefitsService/ListBenefits',
+            kequn_dot_benefits_dot_v1_dot_benefits__pb2.ListBenefitsRequest.SerializeToString,
+            kequn_dot_benefits_dot_v1_dot_benefits__pb2.ListBenefitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBenefit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.benefits.v1.BenefitsService/GetBenefit',
+            kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitRequest.SerializeToString,
+            kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,6 +70,10 @@ class BenefitsServiceStub:
     GetPointsBalance: _grpc.UnaryUnaryMultiCallable[_benefits_pb2.GetPointsBalanceRequest, _benefits_pb2.GetPointsBalanceResponse]
     Reconcile: _grpc.UnaryUnaryMultiCallable[_benefits_pb2.ReconcileRequest, _benefits_pb2.ReconcileResponse]
     """Cross-checks claims against stock, budget and points ledgers."""
+    ListBenefits: _grpc.UnaryUnaryMultiCallable[_benefits_pb2.ListBenefitsRequest, _benefits_pb2.ListBenefitsResponse]
+    """The catalog (what a catalog page shows), in benefit_id order; paged."""
+    GetBenefit: _grpc.UnaryUnaryMultiCallable[_benefits_pb2.GetBenefitRequest, _benefits_pb2.GetBenefitResponse]
+    """One benefit of the catalog; NOT_FOUND if it does not exist."""
 
 @_typing.type_check_only
 class BenefitsServiceAsyncStub(BenefitsServiceStub):
@@ -106,6 +110,10 @@ class BenefitsServiceAsyncStub(BenefitsServiceStub):
     GetPointsBalance: _aio.UnaryUnaryMultiCallable[_benefits_pb2.GetPointsBalanceRequest, _benefits_pb2.GetPointsBalanceResponse]  # type: ignore[assignment]
     Reconcile: _aio.UnaryUnaryMultiCallable[_benefits_pb2.ReconcileRequest, _benefits_pb2.ReconcileResponse]  # type: ignore[assignment]
     """Cross-checks claims against stock, budget and points ledgers."""
+    ListBenefits: _aio.UnaryUnaryMultiCallable[_benefits_pb2.ListBenefitsRequest, _benefits_pb2.ListBenefitsResponse]  # type: ignore[assignment]
+    """The catalog (what a catalog page shows), in benefit_id order; paged."""
+    GetBenefit: _aio.UnaryUnaryMultiCallable[_benefits_pb2.GetBenefitRequest, _benefits_pb2.GetBenefitResponse]  # type: ignore[assignment]
+    """One benefit of the catalog; NOT_FOUND if it does not exist."""
 
 class BenefitsServiceServicer(metaclass=_abc_1.ABCMeta):
     """BenefitsService lists, claims and administers benefits."""
@@ -223,5 +231,21 @@ class BenefitsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_benefits_pb2.ReconcileResponse, _abc.Awaitable[_benefits_pb2.ReconcileResponse]]:
         """Cross-checks claims against stock, budget and points ledgers."""
+
+    @_abc_1.abstractmethod
+    def ListBenefits(
+        self,
+        request: _benefits_pb2.ListBenefitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_benefits_pb2.ListBenefitsResponse, _abc.Awaitable[_benefits_pb2.ListBenefitsResponse]]:
+        """The catalog (what a catalog page shows), in benefit_id order; paged."""
+
+    @_abc_1.abstractmethod
+    def GetBenefit(
+        self,
+        request: _benefits_pb2.GetBenefitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_benefits_pb2.GetBenefitResponse, _abc.Awaitable[_benefits_pb2.GetBenefitResponse]]:
+        """One benefit of the catalog; NOT_FOUND if it does not exist."""
 
 def add_BenefitsServiceServicer_to_server(servicer: BenefitsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

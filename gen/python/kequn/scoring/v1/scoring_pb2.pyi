@@ -523,6 +523,7 @@ class IndicatorScore(_message.Message):
     PEER_COUNT_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     FULL_MARKS_FIELD_NUMBER: _builtins.int
+    WARNING_FIELD_NUMBER: _builtins.int
     indicator_id: _builtins.str
     method: _builtins.str
     """Method, e.g. "STDDEV", "RATIO", "POINTS", "DEDUCTION", "BONUS", "RATING"."""
@@ -537,6 +538,10 @@ class IndicatorScore(_message.Message):
     """Why, e.g. "sigma = 0: full marks"."""
     full_marks: _builtins.str
     """The indicator's full marks (w)."""
+    warning: _builtins.str
+    """Machine-readable flag for HR, empty = none. "MISSING_VALUE": a required
+    value was not submitted and the indicator scored 0.
+    """
     def __init__(
         self,
         *,
@@ -549,10 +554,11 @@ class IndicatorScore(_message.Message):
         peer_count: _builtins.int = ...,
         note: _builtins.str = ...,
         full_marks: _builtins.str = ...,
+        warning: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_marks", b"full_marks", "indicator_id", b"indicator_id", "method", b"method", "note", b"note", "peer_count", b"peer_count", "peer_mean", b"peer_mean", "peer_stddev", b"peer_stddev", "raw_value", b"raw_value", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_marks", b"full_marks", "indicator_id", b"indicator_id", "method", b"method", "note", b"note", "peer_count", b"peer_count", "peer_mean", b"peer_mean", "peer_stddev", b"peer_stddev", "raw_value", b"raw_value", "score", b"score", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -578,6 +584,7 @@ class StaffScore(_message.Message):
     REVISION_REASON_FIELD_NUMBER: _builtins.int
     CALCULATED_AT_FIELD_NUMBER: _builtins.int
     REVISED_BY_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     staff_id: _builtins.str
     role: _builtins.str
     branch_id: _builtins.str
@@ -602,6 +609,13 @@ class StaffScore(_message.Message):
     def indicators(self) -> _containers.RepeatedCompositeFieldContainer[Global___IndicatorScore]: ...
     @_builtins.property
     def calculated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What HR should look at before trusting the total, in words, one per
+        problem, e.g. "MISSING_VALUE: npl_ratio has no value (required): scored 0".
+        Whether they block FinalizePeriod is the scorecard's missing_values policy.
+        """
+
     def __init__(
         self,
         *,
@@ -619,10 +633,11 @@ class StaffScore(_message.Message):
         revision_reason: _builtins.str = ...,
         calculated_at: _timestamp_pb2.Timestamp | None = ...,
         revised_by: _builtins.str = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["calculated_at", b"calculated_at", "scorecard", b"scorecard"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "calculated_at", b"calculated_at", "indicators", b"indicators", "peer_group_size", b"peer_group_size", "period_id", b"period_id", "rank", b"rank", "revised_by", b"revised_by", "revision", b"revision", "revision_reason", b"revision_reason", "role", b"role", "scorecard", b"scorecard", "staff_id", b"staff_id", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "calculated_at", b"calculated_at", "indicators", b"indicators", "peer_group_size", b"peer_group_size", "period_id", b"period_id", "rank", b"rank", "revised_by", b"revised_by", "revision", b"revision", "revision_reason", b"revision_reason", "role", b"role", "scorecard", b"scorecard", "staff_id", b"staff_id", "status", b"status", "total", b"total", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
