@@ -10,6 +10,9 @@ Produces, per proto file, ``*_pb2.py`` (protobuf), ``*_pb2_grpc.py`` (grpc),
 ``from kequn.tiering.v1 import tiering_pb2, tiering_pb2_grpc`` works with
 gen/python on sys.path (pyproject.toml maps it as a package root).
 
+Also writes the descriptor set ``gen/descriptors/kequn.binpb`` (every kequn
+file with its imports) for gateways and clients.
+
 Uses ``grpc_tools.protoc`` (pinned through grpcio-tools) with the include path
 of grpc_tools' bundled well-known types and of googleapis-common-protos (for
 google/rpc/status.proto). Nothing under protos/vendor/ (a copy of
@@ -39,6 +42,11 @@ PROTO_ROOT = ROOT / "protos"
 PROTO_PACKAGE = PROTO_ROOT / "kequn"  # only this tree is generated
 OUT_ROOT = ROOT / "gen" / "python"
 OUT_PACKAGE = OUT_ROOT / "kequn"  # entirely generated; owned by this script
+# The published descriptor set (FileDescriptorSet, with every import): what
+# gateways (Envoy's gRPC-JSON transcoder, grpc-gateway) and clients without
+# reflection load. Owned by this script too, checked for drift by --check.
+DESCRIPTOR_SET = ROOT / "gen" / "descriptors" / "kequn.binpb"
+DESCRIPTOR_NAME = DESCRIPTOR_SET.name
 
 # The committed code was generated with these tool versions; other versions
 # may produce different bytes (and --check would then report drift).
@@ -100,6 +108,8 @@ def generate(out_root: Path) -> None:
         f"--grpc_python_out={out_root}",
         f"--mypy_out={out_root}",
         f"--mypy_grpc_out={out_root}",
+        f"--descriptor_set_out={out_root / DESCRIPTOR_NAME}",
+        "--include_imports",
     ]
     args += _proto_files()
     # Run from the repo root (protoc resolves file names against the
@@ -162,7 +172,14 @@ def check() -> int:
         fresh = Path(tmp)
         generate(fresh)
         missing, extra, changed = _compare(fresh / "kequn", OUT_PACKAGE)
+        descriptors_ok = DESCRIPTOR_SET.is_file() and filecmp.cmp(fresh / DESCRIPTOR_NAME, DESCRIPTOR_SET,
+                                                                  shallow=False)
+        if not descriptors_ok:
+            print(f"gen_protos: {DESCRIPTOR_SET.relative_to(ROOT)} is out of date with protos/ "
+                  "-- run `make protos` and commit", file=sys.stderr)
         if not (missing or extra or changed):
+            if not descriptors_ok:
+                return 1
             print(f"gen_protos: {OUT_PACKAGE.relative_to(ROOT)} is up to date")
             return 0
         rel = OUT_PACKAGE.relative_to(ROOT)
@@ -208,6 +225,8 @@ def write() -> int:
         for d in sorted((p for p in OUT_PACKAGE.rglob("*") if p.is_dir()), reverse=True):
             if not any(d.iterdir()):
                 d.rmdir()
+        DESCRIPTOR_SET.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fresh / DESCRIPTOR_NAME, DESCRIPTOR_SET)
     for note in _version_notes():
         print(f"gen_protos: warning: {note}", file=sys.stderr)
     n = len(_files(OUT_PACKAGE))
