@@ -8,6 +8,7 @@ import grpc
 
 from services.common import service_config
 from services.common.auth import bearer_metadata
+from services.common.tracing import client_interceptors as tracing_interceptors
 from services.common.tls import TlsFiles, client_credentials, tls_from_env
 from services.common.logging import REQUEST_ID_HEADER, current_request_id, new_request_id
 
@@ -77,4 +78,4 @@ def dial(target: str, token: str | None = None, *, options=None,
         channel = grpc.secure_channel(target, tls, options=options)
     else:
         channel = grpc.insecure_channel(target, options=options)
-    return grpc.intercept_channel(channel, ClientAuthInterceptor(token))
+    return grpc.intercept_channel(channel, *tracing_interceptors(), ClientAuthInterceptor(token))

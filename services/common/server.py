@@ -22,6 +22,7 @@ from services.common.logging import LoggingInterceptor
 from services.common.metrics import MetricsInterceptor, start_metrics_http
 from services.common.reflection import enable_server_reflection
 from services.common.tls import server_credentials
+from services.common.tracing import server_interceptors as tracing_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class ServiceServer:
             # Outermost first: logs and metrics see the final code of auth
             # refusals and mapped errors alike.
             interceptors=[
+                *tracing_interceptors(),  # none unless OTEL_TRACES_EXPORTER is set
                 LoggingInterceptor(config.service),
                 MetricsInterceptor(registry),
                 AuthInterceptor(token_store, policy),
