@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 TRACER_NAME = "kequn"
 _W3C = TraceContextTextMapPropagator()
 _tracer: trace.Tracer | None = None
+UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 _provider = None
 
 # OpenTelemetry's gRPC conventions: on the server these codes mean the server failed.
@@ -155,9 +156,10 @@ class ServerTracingInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or _tracer is None:
-            return handler
         method = handler_call_details.method
+        # Probes and reflection every few seconds per pod would drown the traces.
+        if handler is None or _tracer is None or method.startswith(UNTRACED_PREFIXES):
+            return handler
         name, attributes = method.lstrip("/"), _rpc_attributes(method)
 
         def begin(context):

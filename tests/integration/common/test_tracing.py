@@ -125,6 +125,14 @@ def test_a_call_across_two_servers_is_one_trace(chain, spans, json_log):
     assert lines["Answer"]["span_id"] == f"{back.context.span_id:016x}"
 
 
+def test_health_probes_are_not_traced(chain, spans):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    _, back_channel, _ = chain
+    health_pb2_grpc.HealthStub(back_channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert spans.get_finished_spans() == ()
+
+
 def test_a_caller_trace_context_is_continued(chain, spans):
     _, back_channel, tokens = chain
     with tracing.start_span("caller"):
