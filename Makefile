@@ -7,11 +7,15 @@ BUF ?= npx --yes @bufbuild/buf@1.75.0
 
 # ---------------------------------------------------------------------------
 # Contracts (protos/, gen/python/, buf.yaml, scripts/gen_protos.py)
-#   make protos        regenerate gen/python/kequn from protos/kequn
-#   make protos-check  fail if the committed generated code drifts from protos/
-#   make lint-protos   buf STANDARD lint, offline (see buf.yaml)
+#   make protos           regenerate gen/python/kequn and the descriptor set
+#                         gen/descriptors/kequn.binpb from protos/kequn
+#   make protos-check     fail if the committed generated code or descriptor
+#                         set drifts from protos/
+#   make lint-protos      buf STANDARD lint, offline (see buf.yaml)
+#   make breaking-protos  buf breaking against the previous commit, offline
+#                         (KEQUN_BREAKING_AGAINST=<rev> for another base)
 # ---------------------------------------------------------------------------
-.PHONY: protos protos-check lint-protos
+.PHONY: protos protos-check lint-protos breaking-protos
 
 protos:
 	$(PYTHON) scripts/gen_protos.py
@@ -21,6 +25,9 @@ protos-check:
 
 lint-protos:
 	$(BUF) lint
+
+breaking-protos:
+	BUF="$(BUF)" bash scripts/buf_breaking.sh
 # ------------------------------------------------------------ end contracts
 
 # ---------------------------------------------------------------------------
@@ -52,6 +59,7 @@ test: install
 # What CI runs (see .ci/run): contracts, operations checks, then the tests.
 ci: install protos-check
 	$(MAKE) lint-protos
+	$(MAKE) breaking-protos
 	@if [ -f .ci/ops.sh ]; then bash .ci/ops.sh; fi
 	$(MAKE) test
 # -------------------------------------------------------------- end quick start

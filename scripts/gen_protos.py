@@ -10,6 +10,10 @@ Produces, per proto file, ``*_pb2.py`` (protobuf), ``*_pb2_grpc.py`` (grpc),
 ``from kequn.tiering.v1 import tiering_pb2, tiering_pb2_grpc`` works with
 gen/python on sys.path (pyproject.toml maps it as a package root).
 
+Also writes the descriptor set ``gen/descriptors/kequn.binpb`` (every kequn
+file with its imports) for gateways and clients, and from it the gRPC service
+config ``deploy/grpc/service_config.json`` (services/common/service_config.py).
+
 Uses ``grpc_tools.protoc`` (pinned through grpcio-tools) with the include path
 of grpc_tools' bundled well-known types and of googleapis-common-protos (for
 google/rpc/status.proto). Nothing under protos/vendor/ (a copy of
@@ -39,6 +43,14 @@ PROTO_ROOT = ROOT / "protos"
 PROTO_PACKAGE = PROTO_ROOT / "kequn"  # only this tree is generated
 OUT_ROOT = ROOT / "gen" / "python"
 OUT_PACKAGE = OUT_ROOT / "kequn"  # entirely generated; owned by this script
+# The published descriptor set (FileDescriptorSet, with every import): what
+# gateways (Envoy's gRPC-JSON transcoder, grpc-gateway) and clients without
+# reflection load. Owned by this script too, checked for drift by --check.
+DESCRIPTOR_SET = ROOT / "gen" / "descriptors" / "kequn.binpb"
+DESCRIPTOR_NAME = DESCRIPTOR_SET.name
+# The gRPC service config (timeouts, retries) derived from the descriptors by
+# services/common/service_config.py; published for clients.
+SERVICE_CONFIG = ROOT / "deploy" / "grpc" / "service_config.json"
 
 # The committed code was generated with these tool versions; other versions
 # may produce different bytes (and --check would then report drift).
@@ -100,6 +112,8 @@ def generate(out_root: Path) -> None:
         f"--grpc_python_out={out_root}",
         f"--mypy_out={out_root}",
         f"--mypy_grpc_out={out_root}",
+        f"--descriptor_set_out={out_root / DESCRIPTOR_NAME}",
+        "--include_imports",
     ]
     args += _proto_files()
     # Run from the repo root (protoc resolves file names against the
@@ -120,6 +134,31 @@ def generate(out_root: Path) -> None:
     # protoc may leave byte-compiled files if anything imported from out_root.
     for cache in pkg.rglob("__pycache__"):
         shutil.rmtree(cache)
+
+
+def _service_config(descriptor_set: Path) -> str:
+    from google.protobuf import descriptor_pb2
+
+    sys.path.insert(0, str(ROOT))
+    from services.common import service_config
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
+    return service_config.render(service_config.build(files))
+
+
+def _published_ok(fresh: Path) -> bool:
+    """The descriptor set and the service config match the fresh protos."""
+    ok = True
+    if not (DESCRIPTOR_SET.is_file() and filecmp.cmp(fresh / DESCRIPTOR_NAME, DESCRIPTOR_SET, shallow=False)):
+        print(f"gen_protos: {DESCRIPTOR_SET.relative_to(ROOT)} is out of date with protos/ "
+              "-- run `make protos` and commit", file=sys.stderr)
+        ok = False
+    if not (SERVICE_CONFIG.is_file()
+            and SERVICE_CONFIG.read_text(encoding="utf-8") == _service_config(fresh / DESCRIPTOR_NAME)):
+        print(f"gen_protos: {SERVICE_CONFIG.relative_to(ROOT)} is out of date with protos/ "
+              "-- run `make protos` and commit", file=sys.stderr)
+        ok = False
+    return ok
 
 
 def _files(root: Path) -> set[str]:
@@ -162,7 +201,10 @@ def check() -> int:
         fresh = Path(tmp)
         generate(fresh)
         missing, extra, changed = _compare(fresh / "kequn", OUT_PACKAGE)
+        published_ok = _published_ok(fresh)
         if not (missing or extra or changed):
+            if not published_ok:
+                return 1
             print(f"gen_protos: {OUT_PACKAGE.relative_to(ROOT)} is up to date")
             return 0
         rel = OUT_PACKAGE.relative_to(ROOT)
@@ -208,6 +250,10 @@ def write() -> int:
         for d in sorted((p for p in OUT_PACKAGE.rglob("*") if p.is_dir()), reverse=True):
             if not any(d.iterdir()):
                 d.rmdir()
+        DESCRIPTOR_SET.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fresh / DESCRIPTOR_NAME, DESCRIPTOR_SET)
+        SERVICE_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+        SERVICE_CONFIG.write_text(_service_config(fresh / DESCRIPTOR_NAME), encoding="utf-8")
     for note in _version_notes():
         print(f"gen_protos: warning: {note}", file=sys.stderr)
     n = len(_files(OUT_PACKAGE))

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 
+from services.common import tracing
+
 from .service import AssignmentService, CustomerChange
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,15 @@ class FeedFollower:
         if not batch:
             return
         changes = [self.convert(m) for m in batch]
-        n = self.service.apply_changes(changes)
+        # One span per stored batch, linked to the evaluations that made its
+        # changes (their trace context travels in TierChange.traceparent).
+        # A nightly batch puts thousands of changes under a few contexts: one link each.
+        links = [tracing.link_to(t) for t in dict.fromkeys(getattr(m, "traceparent", "") for m in batch)][:128] \
+            if tracing.enabled() else ()
+        with tracing.start_span("assignment.feed.apply", links=links, attributes={
+                "kequn.feed.changes": len(changes), "kequn.feed.first_cursor": changes[0].cursor,
+                "kequn.feed.last_cursor": changes[-1].cursor}):
+            n = self.service.apply_changes(changes)
         self.applied += n
         last = changes[-1]
         if self.metrics is not None:

@@ -6,7 +6,9 @@ import collections
 
 import grpc
 
+from services.common import service_config
 from services.common.auth import bearer_metadata
+from services.common.tracing import client_interceptors as tracing_interceptors
 from services.common.tls import TlsFiles, client_credentials, tls_from_env
 from services.common.logging import REQUEST_ID_HEADER, current_request_id, new_request_id
 
@@ -57,12 +59,17 @@ class ClientAuthInterceptor(
 
 def dial(target: str, token: str | None = None, *, options=None,
          tls: TlsFiles | grpc.ChannelCredentials | None | bool = None) -> grpc.Channel:
-    """A channel to `target` that authenticates as `token`.
+    """A channel to `target` that authenticates as `token`, with the kequn
+    service config (deploy/grpc/service_config.json: deadlines, retries of
+    reads and request_id RPCs on UNAVAILABLE) unless `options` sets its own.
 
     `tls`: None (default) uses the process's own KEQUN_TLS_* files when they
     are set — a service running with mTLS presents its certificate to the
     services it calls — and plaintext otherwise; False forces plaintext;
     TlsFiles (cert/key presented, ca trusted) or ready ChannelCredentials use TLS."""
+    options = list(options or ())
+    if not any(key == "grpc.service_config" for key, _ in options):
+        options += service_config.channel_options()
     if tls is None:
         tls = tls_from_env()
     if isinstance(tls, TlsFiles):
@@ -71,4 +78,4 @@ def dial(target: str, token: str | None = None, *, options=None,
         channel = grpc.secure_channel(target, tls, options=options)
     else:
         channel = grpc.insecure_channel(target, options=options)
-    return grpc.intercept_channel(channel, ClientAuthInterceptor(token))
+    return grpc.intercept_channel(channel, *tracing_interceptors(), ClientAuthInterceptor(token))

@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime, timezone
 
 import grpc
+from opentelemetry import trace
 
 from services.common.rpc import CallContext, metadata_value, rpc_type, split_method, wrap_handler
 
@@ -73,6 +74,9 @@ class JsonFormatter(logging.Formatter):
         rid = current_request_id()
         if rid:
             out["request_id"] = rid
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:  # only while tracing is on (services.common.tracing)
+            out["trace_id"], out["span_id"] = f"{span.trace_id:032x}", f"{span.span_id:016x}"
         out.update(mask_customer_fields(getattr(record, "fields", None) or {}))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

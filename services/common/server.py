@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from services.common.auth import AuthInterceptor, Policy, TokenStore
@@ -22,7 +21,9 @@ from services.common.grpc_errors import ErrorInterceptor
 from services.common.guards import GuardInterceptor
 from services.common.logging import LoggingInterceptor
 from services.common.metrics import MetricsInterceptor, start_metrics_http
+from services.common.reflection import enable_server_reflection
 from services.common.tls import server_credentials
+from services.common.tracing import server_interceptors as tracing_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class ServiceServer:
             # Outermost first: logs and metrics see the final code of auth
             # refusals and mapped errors alike.
             interceptors=[
+                *tracing_interceptors(),  # none unless OTEL_TRACES_EXPORTER is set
                 LoggingInterceptor(config.service),
                 MetricsInterceptor(registry),
                 AuthInterceptor(token_store, policy),
@@ -92,8 +94,7 @@ class ServiceServer:
         self.health = health.HealthServicer(experimental_non_blocking=True,
                                             experimental_thread_pool=self._health_pool)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        enable_server_reflection((*self.service_names, health.SERVICE_NAME), self.server)  # v1 and v1alpha
 
         address = f"{config.host}:{config.grpc_port}"
         tls = config.tls

@@ -21,6 +21,7 @@ from services.common.config import ServiceConfig, service_target
 from services.common.db import make_engine, make_session_factory, run_migrations
 from services.common.logging import configure_logging
 from services.common.server import ServiceServer, build_server, serve_forever
+from services.common.tracing import configure_from_env as configure_tracing
 
 from .admin import RuleAdmin
 from .api import SERVICE_NAME as RULES_SERVICE_NAME
@@ -153,6 +154,7 @@ def build_service(spec: ServiceSpec, config: ServiceConfig | None = None) -> tup
 def run_service(spec: ServiceSpec) -> int:
     config = ServiceConfig.from_env(spec.name)
     configure_logging(config.log_level, spec.name)
+    configure_tracing(spec.name)  # off unless OTEL_TRACES_EXPORTER is set
     server, ctx = build_service(spec, config)
     server.start()
     if spec.demo is not None and os.environ.get("KEQUN_DEMO") == "1":

@@ -21,6 +21,7 @@ from services.common import paging
 from services.common.audit import audit_context
 from services.common.db import UnitOfWork, is_conflict
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, KequnError, NotFound
+from services.common.tracing import current_traceparent
 
 from services.rules.engine import FactRefused
 
@@ -41,6 +42,7 @@ class EvaluateRequest:
     dry_run: bool = False
     request_id: str = ""
     origin: tuple[str, str] | None = None   # (actor, x-request-id); None = the current call's
+    traceparent: str | None = None          # W3C trace context; None = the current call's
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ class TieringService:
     def evaluate(self, request: EvaluateRequest) -> StoredDecision:
         started = time.perf_counter()
         if request.origin is None:  # the coalesced chunk runs on another thread: capture who asks here
-            request = replace(request, origin=audit_context())
+            request = replace(request, origin=audit_context(), traceparent=current_traceparent())
         outcome = self._unary.submit(request)
         self.metrics.evaluation.labels("unary").observe(time.perf_counter() - started)
         if outcome.error is not None:
@@ -203,6 +205,7 @@ class TieringService:
         now = self.clock()
         today = now.date().isoformat()
         origin = audit_context() if any(r.origin is None and not r.dry_run for r in requests) else None
+        traceparent = current_traceparent()
         outcomes: list[Outcome | None] = [None] * len(requests)
         valid: list[tuple[int, EvaluateRequest]] = []
         for i, request in enumerate(requests):
@@ -217,20 +220,20 @@ class TieringService:
                 continue
             valid.append((i, request))
         if valid:
-            done = self._evaluate_isolating(valid, tiers, groups, scheme, now, origin)
+            done = self._evaluate_isolating(valid, tiers, groups, scheme, now, origin, traceparent)
             for (i, _request), outcome in zip(valid, done):
                 outcomes[i] = outcome
         return outcomes  # type: ignore[return-value]
 
     def _evaluate_isolating(self, valid, tiers, groups, scheme: TierScheme, now: dt.datetime,
-                            origin: tuple[str, str] | None) -> list[Outcome]:
+                            origin: tuple[str, str] | None, traceparent: str = "") -> list[Outcome]:
         """Evaluates and stores ``valid`` in one transaction. When the
         database refuses a row of it (a value validation let through: a NUL
         byte, a string too long for its column, a constraint), the chunk is
         written again in halves, in order, until the refused rows stand
         alone: each of those answers its error, every other row is stored."""
         try:
-            return self._evaluate_retrying(valid, tiers, groups, scheme, now, origin)
+            return self._evaluate_retrying(valid, tiers, groups, scheme, now, origin, traceparent)
         except Exception as exc:
             refused = _refused_by_database(exc)
             if refused is None:
@@ -242,14 +245,14 @@ class TieringService:
                 violations=[("customer", f"refused by the database: {refused}")],
                 metadata={"stage": "store"}))]
         middle = len(valid) // 2
-        return (self._evaluate_isolating(valid[:middle], tiers, groups, scheme, now, origin)
-                + self._evaluate_isolating(valid[middle:], tiers, groups, scheme, now, origin))
+        return (self._evaluate_isolating(valid[:middle], tiers, groups, scheme, now, origin, traceparent)
+                + self._evaluate_isolating(valid[middle:], tiers, groups, scheme, now, origin, traceparent))
 
     def _evaluate_retrying(self, valid, tiers, groups, scheme: TierScheme, now: dt.datetime,
-                           origin: tuple[str, str] | None) -> list[Outcome]:
+                           origin: tuple[str, str] | None, traceparent: str = "") -> list[Outcome]:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return self._evaluate_valid(valid, tiers, groups, scheme, now, origin)
+                return self._evaluate_valid(valid, tiers, groups, scheme, now, origin, traceparent)
             except Exception as exc:
                 if _is_duplicate(exc):
                     # A concurrent call inserted the same new customer or
@@ -268,7 +271,7 @@ class TieringService:
         return self._schemes[key]
 
     def _evaluate_valid(self, valid, tiers, groups, scheme: TierScheme, now: dt.datetime,
-                        origin: tuple[str, str] | None) -> list[Outcome]:
+                        origin: tuple[str, str] | None, traceparent: str = "") -> list[Outcome]:
         storing = any(not r.dry_run for _, r in valid)
         with UnitOfWork(self.session_factory) as uow:
             repo = TieringRepository(uow.session)
@@ -323,7 +326,8 @@ class TieringService:
                 before = states.get(s.customer_id)
                 decision, after = decide(s, before, answer, scheme, (tiers.name, tiers.version), home, fact)
                 item = PendingWrite(s, decision, uuid.uuid4().hex, r.request_id or None, before, after,
-                                    feed_worthy(decision, before), r.origin or origin)
+                                    feed_worthy(decision, before), r.origin or origin,
+                                    traceparent=traceparent if r.traceparent is None else r.traceparent)
                 if r.dry_run:
                     results[i] = Outcome(s.customer_id, True, StoredDecision(decision, item.decision_id, now, 0))
                     continue

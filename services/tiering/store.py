@@ -90,6 +90,7 @@ changes = Table(
     Column("has_personal_loan", Boolean, nullable=False),
     Column("annual_card_spend_fen", BigInteger, nullable=False),
     Column("card_level", _CODE, nullable=False),
+    Column("traceparent", String(64), nullable=True),  # W3C trace context of the evaluation
 )
 
 audit_log = audit_table(metadata, "tiering_audit_log")
@@ -128,6 +129,7 @@ class Change:
     has_personal_loan: bool
     annual_card_spend_fen: int
     card_level: str
+    traceparent: str = ""
 
 
 def _codes(text_value: str) -> tuple[str, ...]:
@@ -182,7 +184,7 @@ def _change_from_row(row) -> Change:
         ruleset=row.ruleset, ruleset_version=row.ruleset_version, changed_at=_aware(row.changed_at),
         decision_id=row.decision_id, as_of=row.as_of, annual_avg_aum_fen=row.annual_avg_aum_fen,
         has_personal_loan=row.has_personal_loan, annual_card_spend_fen=row.annual_card_spend_fen,
-        card_level=row.card_level,
+        card_level=row.card_level, traceparent=row.traceparent or "",
     )
 
 
@@ -199,6 +201,7 @@ class PendingWrite:
     to_feed: bool
     origin: tuple[str, str] = ("system", "")   # (actor, x-request-id) of the caller, for the audit log
     cursor: int = 0
+    traceparent: str = ""  # the evaluating call's trace context, kept with its feed entry
 
 
 class TieringRepository:
@@ -361,4 +364,4 @@ class TieringRepository:
                 "ruleset": d.ruleset, "ruleset_version": d.ruleset_version, "changed_at": now,
                 "decision_id": item.decision_id, "as_of": d.as_of, "annual_avg_aum_fen": s.annual_avg_aum_fen,
                 "has_personal_loan": s.has_personal_loan, "annual_card_spend_fen": s.annual_card_spend_fen,
-                "card_level": s.card_level}
+                "card_level": s.card_level, "traceparent": item.traceparent or None}

@@ -464,6 +464,7 @@ class TierChange(_message.Message):
     PREVIOUS_FLAGS_FIELD_NUMBER: _builtins.int
     PREVIOUS_HOME_BRANCH_ID_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     """Strictly increasing, gap-tolerant position in the feed (> 0)."""
     customer_id: _builtins.str
@@ -483,6 +484,11 @@ class TierChange(_message.Message):
     previous_home_branch_id: _builtins.str
     as_of: _builtins.str
     """Snapshot date, "YYYY-MM-DD"."""
+    traceparent: _builtins.str
+    """W3C trace context (`traceparent` header value) of the evaluation that
+    made this change; empty when that evaluation was not traced. Followers
+    link their spans to it. (Numbered apart from the business fields.)
+    """
     @_builtins.property
     def segments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Current customer groups, sorted."""
@@ -523,10 +529,11 @@ class TierChange(_message.Message):
         previous_flags: _abc.Iterable[_builtins.str] | None = ...,
         previous_home_branch_id: _builtins.str = ...,
         as_of: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "ruleset", b"ruleset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annual_avg_aum_fen", b"annual_avg_aum_fen", "annual_card_spend_fen", b"annual_card_spend_fen", "as_of", b"as_of", "card_level", b"card_level", "change", b"change", "changed_at", b"changed_at", "cursor", b"cursor", "customer_id", b"customer_id", "decision_id", b"decision_id", "flags", b"flags", "from_tier", b"from_tier", "has_personal_loan", b"has_personal_loan", "home_branch_id", b"home_branch_id", "previous_flags", b"previous_flags", "previous_home_branch_id", b"previous_home_branch_id", "previous_segments", b"previous_segments", "ruleset", b"ruleset", "segments", b"segments", "to_tier", b"to_tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annual_avg_aum_fen", b"annual_avg_aum_fen", "annual_card_spend_fen", b"annual_card_spend_fen", "as_of", b"as_of", "card_level", b"card_level", "change", b"change", "changed_at", b"changed_at", "cursor", b"cursor", "customer_id", b"customer_id", "decision_id", b"decision_id", "flags", b"flags", "from_tier", b"from_tier", "has_personal_loan", b"has_personal_loan", "home_branch_id", b"home_branch_id", "previous_flags", b"previous_flags", "previous_home_branch_id", b"previous_home_branch_id", "previous_segments", b"previous_segments", "ruleset", b"ruleset", "segments", b"segments", "to_tier", b"to_tier", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
