@@ -80,6 +80,10 @@ class ServiceConfig:
     tokens_file: Path
     rules_poll_seconds: float = 2.0
     max_concurrent_rpcs: int = 64
+    # Calls that wait for a worker once max_concurrent_rpcs run (admission.py).
+    max_queued_rpcs: int = 128
+    # Database connections (0: max_concurrent_rpcs + background threads).
+    db_pool_size: int = 0
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
     # Bearer token this service sends when calling other services.
@@ -131,6 +135,8 @@ class ServiceConfig:
             tokens_file=tokens_file.expanduser(),
             rules_poll_seconds=_float(env, service, "RULES_POLL_SECONDS", 2.0),
             max_concurrent_rpcs=_int(env, service, "MAX_CONCURRENT_RPCS", 64, 1),
+            max_queued_rpcs=_int(env, service, "MAX_QUEUED_RPCS", 128, 0),
+            db_pool_size=_int(env, service, "DB_POOL_SIZE", 0, 0),
             shutdown_grace_seconds=_float(env, service, "SHUTDOWN_GRACE_SECONDS", 10.0),
             log_level=level,
             service_token=env.get("KEQUN_SERVICE_TOKEN") or None,

@@ -36,9 +36,29 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+# Threads besides the RPC workers that may hold a connection at once: the
+# rule poller, the readiness check, a service's background loops (feed
+# follower, housekeeping, reconcile) and a batch's read-ahead.
+BACKGROUND_CONNECTIONS = 4
+
+
+def pool_size_for(concurrency: int, background: int = BACKGROUND_CONNECTIONS) -> int:
+    """Connections a service needs when `concurrency` calls run at once."""
+    return concurrency + background
+
+
+def make_engine(url: str, *, pool_size: int | None = None, **kwargs) -> Engine:
+    """`pool_size`: a fixed pool of that many connections, no overflow.
+
+    SQLAlchemy's default (5 + 10 overflow) opened and closed a connection
+    per call once more than 15 ran at once, and PostgreSQL spent ~2 ms of
+    CPU starting each one. A pool sized to the calls a service admits keeps
+    every connection it ever opens, and never opens more than it holds."""
     url = normalize_url(url)
     parsed = make_url(url)
+    in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+    if pool_size is not None and not in_memory:  # in-memory SQLite has one connection per thread anyway
+        kwargs.update(pool_size=pool_size, max_overflow=0)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database, **kwargs)
     kwargs.setdefault("pool_pre_ping", True)

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from services.common.admission import Admission, AdmissionInterceptor
 from services.common.auth import AuthInterceptor, Policy, TokenStore
 from services.common.config import ServiceConfig
 from services.common.grpc_errors import ErrorInterceptor
@@ -66,21 +67,25 @@ class ServiceServer:
         self.metrics_port: int | None = None
         self.started = False
 
+        # max_concurrent_rpcs calls run at once; max_queued_rpcs more wait in
+        # the admission queue (each on its own idle thread) and are shed by
+        # deadline. A few threads more than that serve the refusals of a full
+        # queue; grpc's hard limit refuses without details only past them.
+        self.admission = Admission(config.max_concurrent_rpcs, config.max_queued_rpcs)
+        hard_limit = config.max_concurrent_rpcs + config.max_queued_rpcs + max(8, config.max_concurrent_rpcs // 4)
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_concurrent_rpcs,
-                                       thread_name_prefix=f"{config.service}-rpc"),
+            futures.ThreadPoolExecutor(max_workers=hard_limit, thread_name_prefix=f"{config.service}-rpc"),
             # Outermost first: logs and metrics see the final code of auth
             # refusals and mapped errors alike.
             interceptors=[
                 LoggingInterceptor(config.service),
                 MetricsInterceptor(registry),
+                AdmissionInterceptor(self.admission, registry),
                 AuthInterceptor(token_store, policy),
                 GuardInterceptor(),  # expired deadlines, undecodable requests
                 ErrorInterceptor(),
             ],
-            # Past this many in-flight RPCs grpc answers RESOURCE_EXHAUSTED
-            # instead of queueing without bound.
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            maximum_concurrent_rpcs=hard_limit,
         )
         for add_to_server, servicer in servicers:
             add_to_server(servicer, self.server)

@@ -18,7 +18,7 @@ from kequn.rules.v1 import rules_pb2_grpc
 from services.common.auth import Policy, TokenStore
 from services.common.client import dial
 from services.common.config import ServiceConfig, service_target
-from services.common.db import make_engine, make_session_factory, run_migrations
+from services.common.db import make_engine, make_session_factory, pool_size_for, run_migrations
 from services.common.logging import configure_logging
 from services.common.server import ServiceServer, build_server, serve_forever
 
@@ -107,7 +107,9 @@ def install_default_rules(spec: ServiceSpec, admin: RuleAdmin) -> list[str]:
 def build_context(spec: ServiceSpec, config: ServiceConfig, registry: CollectorRegistry | None = None
                   ) -> ServiceContext:
     migrate(spec, config.database_url)
-    db = make_engine(config.database_url)
+    # One connection per call the server runs at once, plus background threads.
+    db = make_engine(config.database_url,
+                     pool_size=config.db_pool_size or pool_size_for(config.max_concurrent_rpcs))
     registry = registry or CollectorRegistry()
     kinds = KindRegistry(spec.kinds)
     engine = default_engine()
