@@ -86,6 +86,9 @@ class ServiceServer:
                 ErrorInterceptor(),
             ],
             maximum_concurrent_rpcs=hard_limit,
+            # Workers of one service share the port (workers.py); the kernel
+            # spreads connections over them.
+            options=[("grpc.so_reuseport", 1)] if config.worker_index is not None else None,
         )
         for add_to_server, servicer in servicers:
             add_to_server(servicer, self.server)
@@ -141,7 +144,8 @@ class ServiceServer:
         self.health.set(LIVENESS, SERVING)
         self.server.start()
         if self._serve_metrics:
-            self._metrics_http = start_metrics_http(self.config.metrics_port, self.registry, self.config.host)
+            self._metrics_http = start_metrics_http(self.config.metrics_port, self.registry,
+                                                    self.config.metrics_host or self.config.host)
             self.metrics_port = self._metrics_http.server_port
         threading.Thread(target=self._readiness_loop, name=f"{self.config.service}-readiness",
                          daemon=True).start()

@@ -151,10 +151,29 @@ def build_service(spec: ServiceSpec, config: ServiceConfig | None = None) -> tup
     return server, ctx
 
 
+def prepare_database(spec: ServiceSpec, config: ServiceConfig) -> None:
+    """Migrations and shipped rulesets, once, before workers start (they
+    would otherwise all try at the same time)."""
+    migrate(spec, config.database_url)
+    db = make_engine(config.database_url)
+    try:
+        install_default_rules(spec, RuleAdmin(RuleStore(db), KindRegistry(spec.kinds), default_engine()))
+    finally:
+        db.dispose()
+
+
 def run_service(spec: ServiceSpec) -> int:
     config = ServiceConfig.from_env(spec.name)
     configure_logging(config.log_level, spec.name)
+    if config.workers > 1 and config.worker_index is None:
+        from services.common.workers import supervise
+        prepare_database(spec, config)
+        return supervise(config)
     server, ctx = build_service(spec, config)
+    if config.worker_index is not None:
+        from prometheus_client import Gauge
+        Gauge("kequn_worker_info", "This worker process (KEQUN_<SERVICE>_WORKERS)", ["pid"],
+              registry=ctx.registry).labels(str(os.getpid())).set(1)
     server.start()
     if spec.demo is not None and os.environ.get("KEQUN_DEMO") == "1":
         def demo() -> None:
