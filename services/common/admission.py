@@ -23,7 +23,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.common.grpc_errors import abort_status
-from services.common.rpc import CallContext, scoped, split_method, wrap_handler
+from services.common.rpc import CallContext, MethodInterceptor, scoped, split_method, wrap_handler
 
 # Weight of the newest call in the moving average of the service time.
 EWMA_ALPHA = 0.2
@@ -101,7 +101,7 @@ class Admission:
                 self._active -= 1
 
 
-class AdmissionInterceptor(grpc.ServerInterceptor):
+class AdmissionInterceptor(MethodInterceptor):
     """Sits inside logging and metrics (they see refusals) and outside auth
     (a refusal under overload costs no token check)."""
 
@@ -116,10 +116,8 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
             Gauge("kequn_rpc_active", "Calls holding a worker slot", registry=registry).set_function(
                 lambda: admission.active)
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(EXEMPT_PREFIXES):
+    def wrap_method(self, method, handler):
+        if method.startswith(EXEMPT_PREFIXES):
             return handler
         admission, shed = self.admission, self._shed
         unary = not handler.response_streaming
