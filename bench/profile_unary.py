@@ -179,9 +179,9 @@ def workload(name: str, calls: int, tiering_stub=None):
                   for i in range(calls)]
         return "benefits", "/kequn.benefits.v1.BenefitsService/ListEntitlements", "mobile_banking", \
             bodies[:300], bodies
-    if name == "benefits.ClaimBenefit":
+    if name == "benefits.ClaimBenefit":  # every claimer eligible (seed_claimers), each claims once
         def body(i, prefix):
-            return bpb.ClaimBenefitRequest(customer_id=f"CUST-{i:07d}", benefit_id="PROFILE_GIFT", channel="MOBILE",
+            return bpb.ClaimBenefitRequest(customer_id=f"CLAIM-{i:06d}", benefit_id="PROFILE_GIFT", channel="MOBILE",
                                            request_id=f"{prefix}-{i}").SerializeToString()
         return "benefits", "/kequn.benefits.v1.BenefitsService/ClaimBenefit", "mobile_banking", \
             [body(i, "w") for i in range(1, 301)], [body(i, "m") for i in range(301, 301 + calls)]
@@ -216,6 +216,7 @@ def main() -> int:
             deps.start()
             env["KEQUN_TIERING_TARGET"] = deps.target("tiering")
             seed_tiering(deps.target("tiering"), tokens["core_banking"])
+            seed_claimers(deps.target("tiering"), tokens["core_banking"], args.calls + 301)
         server, ctx = in_process(service, env)
         if service == "benefits":
             seed_benefits(f"127.0.0.1:{port}", tokens["operations"])
@@ -260,6 +261,21 @@ def seed_tiering(target, token, start=1, n=2000):
     channel.close()
 
 
+def seed_claimers(target, token, n):
+    """CLAIM-000001.. in tier WEALTH: eligible for the profiled gift."""
+    channel = grpc.insecure_channel(target)
+    call = channel.stream_stream("/kequn.tiering.v1.TieringService/EvaluateCustomerBatches",
+                                 request_serializer=tpb.EvaluateCustomerBatchesRequest.SerializeToString,
+                                 response_deserializer=tpb.EvaluateCustomerBatchesResponse.FromString)
+    reqs = [tpb.EvaluateCustomerRequest(customer=tpb.CustomerSnapshot(
+        customer_id=f"CLAIM-{i:06d}", as_of="2026-01-31", annual_avg_aum_fen=50_000_000,
+        monthly_avg_aum_fen=50_000_000)) for i in range(1, n + 1)]
+    msgs = [tpb.EvaluateCustomerBatchesRequest(requests=reqs[i:i + 500]) for i in range(0, n, 500)]
+    for _ in call(iter(msgs), metadata=bearer_metadata(token), timeout=300):
+        pass
+    channel.close()
+
+
 def seed_benefits(target, token):
     channel = grpc.insecure_channel(target)
     md = bearer_metadata(token)
@@ -267,7 +283,7 @@ def seed_benefits(target, token):
                                  request_serializer=bpb.UpsertBenefitRequest.SerializeToString,
                                  response_deserializer=bpb.UpsertBenefitResponse.FromString)
     upsert(bpb.UpsertBenefitRequest(benefit=bpb.Benefit(
-        benefit_id="PROFILE_GIFT", name="profile gift", kind="GIFT", eligibility_rule="benefit.lobby_gift",
+        benefit_id="PROFILE_GIFT", name="profile gift", kind="GIFT", eligibility_rule="benefit.points_gift",
         quota_per_period=1, quota_period=bpb.QUOTA_PERIOD_DAY, active=True), request_id="pg"), metadata=md,
         timeout=30)
     channel.close()

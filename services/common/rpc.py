@@ -100,7 +100,9 @@ class MethodInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        method = getattr(handler_call_details, "method", None)
+        if method is None:  # no call details (a layer driven directly, e.g. in a test): nothing to key on
+            return self.wrap_method("", handler)
         cache = self.__dict__.get("_wrapped")
         if cache is None:
             cache = self.__dict__["_wrapped"] = {}
