@@ -270,6 +270,18 @@ class Bench:
                 {"caught_up_s_after_batch": caught_up, "assignment_cpu_us_per_customer": follower_cpu,
                  "tiering_cpu_us_per_customer": stored_cpu, "assignment_vs_tiering_cpu": follower_cpu / stored_cpu})
 
+    def reads(self) -> dict:
+        """GetCustomerTier, closed loop, over 8 connections (with workers: spread over them by the kernel)."""
+        n, conc = self.args.unary_calls * 2, self.args.concurrency
+        ids = sorted(self.tiers)
+        calls = [("tiering", TIERING + "GetCustomerTier", "core_banking",
+                  tpb.GetCustomerTierRequest(customer_id=ids[(i * 7919) % len(ids)]).SerializeToString())
+                 for i in range(n)]
+        cpu = self.cpu("tiering")
+        rate, lat, fail = self.closed_loop(calls, conc, connections=8)
+        return {"calls_per_s": rate, "p50_ms": pct(lat, .5), "p99_ms": pct(lat, .99), "failures": fail,
+                "server_cpu_us": (self.cpu("tiering") - cpu) / n * 1e6}
+
     def benefits_health(self, n: int, conc: int) -> float:
         rate, _, _ = self.closed_loop([("benefits", HEALTH, "mobile_banking", HEALTH_REQ)] * n, conc)
         return rate
@@ -328,10 +340,12 @@ def run_once(args, workers: int, only_throughput=False) -> dict:
         if only_throughput:
             out["batch"], out["follower"] = bench.batches_and_follower()
             out["unary"] = bench.unary_cpu()
+            out["reads"] = bench.reads()
             return out
         out["unary"] = bench.unary_cpu()
         out["open_loop"] = bench.unary_open_loop()
         out["batch"], out["follower"] = bench.batches_and_follower()
+        out["reads"] = bench.reads()
         out["entitlements"] = bench.entitlements()
         out["claims"] = bench.claims()
         return out
@@ -356,6 +370,9 @@ def report(r: dict) -> None:
     print(f"assignment follower: caught up {f['caught_up_s_after_batch']:.1f} s after the batch; "
           f"{f['assignment_cpu_us_per_customer']:.0f} µs/customer vs tiering {f['tiering_cpu_us_per_customer']:.0f}"
           f" = {f['assignment_vs_tiering_cpu']:.2f}×")
+    g = r["reads"]
+    print(f"GetCustomerTier c={r.get('concurrency', 16)}: {g['calls_per_s']:.0f}/s p50 {g['p50_ms']:.1f} p99 "
+          f"{g['p99_ms']:.1f} ms {g['failures'] or ''}; server CPU {g['server_cpu_us']:.0f} µs/call")
     if "entitlements" in r:
         e, c = r["entitlements"], r["claims"]
         print(f"ListEntitlements c={e['concurrency']}: {e['calls_per_s']:.0f}/s p50 {e['p50_ms']:.1f} p99 "
@@ -392,7 +409,8 @@ def main() -> int:
         print(f"--- {args.compare_workers} workers vs 1: batch stored "
               f"{many['batch']['stored_per_s'] / one['batch']['stored_per_s']:.2f}×, batch dry run "
               f"{many['batch']['dry_run_per_s'] / one['batch']['dry_run_per_s']:.2f}×, unary EvaluateCustomer "
-              f"{many['unary']['evaluate_calls_per_s'] / one['unary']['evaluate_calls_per_s']:.2f}×")
+              f"{many['unary']['evaluate_calls_per_s'] / one['unary']['evaluate_calls_per_s']:.2f}×, GetCustomerTier "
+              f"{many['reads']['calls_per_s'] / one['reads']['calls_per_s']:.2f}×")
     else:
         results = [run_once(args, args.workers)]
         report(results[0])
