@@ -45,8 +45,11 @@ class Admission:
         self._lock = threading.Lock()
         self._active = 0
         self._waiting: collections.deque[threading.Event] = collections.deque()
-        # Seconds one unary call holds a slot, recently (None: no call yet).
+        # Seconds one unary call holds a slot, recently (None: no call yet):
+        # over all methods (how fast the queue drains) and per method (how
+        # long this call will need once it runs).
         self.service_time: float | None = None
+        self._method_time: dict[str, float] = {}
 
     @property
     def active(self) -> int:
@@ -60,7 +63,7 @@ class Admission:
         """Seconds until a call with `ahead` calls queued before it gets a slot."""
         return (ahead + 1) / self.limit * (self.service_time or 0.0)
 
-    def enter(self, remaining: float | None) -> float | None:
+    def enter(self, remaining: float | None, method: str = "") -> float | None:
         """Take a slot, waiting in the queue if needed. Returns None when
         admitted, else the seconds after which a retry should succeed
         (the call is refused)."""
@@ -72,7 +75,7 @@ class Admission:
             wait = self._wait_estimate(ahead)
             if ahead >= self.queue_limit:
                 return max(MIN_RETRY_AFTER, wait)
-            service = self.service_time or 0.0
+            service = self._method_time.get(method, self.service_time or 0.0)
             if remaining is not None and remaining < wait + service:
                 return max(MIN_RETRY_AFTER, wait)  # it would start too late to finish
             ticket = threading.Event()
@@ -87,7 +90,7 @@ class Admission:
             self._waiting.remove(ticket)
             return max(MIN_RETRY_AFTER, self._wait_estimate(len(self._waiting)))
 
-    def leave(self, held: float | None) -> None:
+    def leave(self, held: float | None, method: str = "") -> None:
         """Give the slot back (to the first queued call, if any). `held`:
         seconds a unary call took, to learn the service time; None for
         streams, whose length says nothing about the next call."""
@@ -95,6 +98,8 @@ class Admission:
             if held is not None:
                 st = self.service_time
                 self.service_time = held if st is None else st + EWMA_ALPHA * (held - st)
+                mt = self._method_time.get(method)
+                self._method_time[method] = held if mt is None else mt + EWMA_ALPHA * (held - mt)
             if self._waiting:
                 self._waiting.popleft().set()  # the slot passes on: _active unchanged
             else:
@@ -125,7 +130,7 @@ class AdmissionInterceptor(MethodInterceptor):
 
         def admit(request, context):
             ctx = CallContext.of(context)
-            retry_after = admission.enter(ctx.time_remaining())
+            retry_after = admission.enter(ctx.time_remaining(), method)
             if retry_after is not None:
                 if shed is not None:
                     shed.labels(method_name).inc()
@@ -136,6 +141,6 @@ class AdmissionInterceptor(MethodInterceptor):
             return request, ctx, time.perf_counter()
 
         def release(started: float) -> None:
-            admission.leave(time.perf_counter() - started if unary else None)
+            admission.leave(time.perf_counter() - started if unary else None, method)
 
         return wrap_handler(handler, scoped(admit, release))

@@ -63,3 +63,22 @@ def test_a_queued_call_gives_up_before_its_deadline():
     assert a.queued == 0
     a.leave(None)
     assert a.enter(None) is None
+
+
+def test_a_slow_method_does_not_make_a_fast_one_look_too_slow_for_its_deadline():
+    a = Admission(limit=1, queue_limit=10)
+    for _ in range(20):  # many fast calls, then one slow one
+        assert a.enter(None, "fast") is None
+        a.leave(0.01, "fast")
+    assert a.enter(None, "slow") is None
+    a.leave(2.0, "slow")
+    assert a.enter(None, "fast") is None  # one runs
+    # Behind it, the queue drains at the mixed rate (~0.4 s) and the call needs ~0.01 s: 0.6 s is enough (a 0.82 s estimate with one average for both would refuse it).
+    refused = []
+    t = threading.Thread(target=lambda: refused.append(a.enter(0.6, "fast")))
+    t.start()
+    while a.queued < 1 and t.is_alive():
+        pass
+    a.leave(0.01, "fast")
+    t.join(10)
+    assert refused == [None]
