@@ -429,7 +429,7 @@ class BenefitsRepository:
     # ---- audit
     def audit(self, entries: list[dict], actor: str = "") -> None:
         """The audit records of this transaction's changes: call it last before
-        commit (on PostgreSQL it holds the audit table's append lock until then).
+        commit (on PostgreSQL it holds the head rows of its audit chains locked until then).
         `actor` empty → the current principal (or "system" outside an RPC)."""
         if entries:
             append_audit_many(self.s, audit_log, entries, actor=actor or None)

@@ -309,7 +309,7 @@ class TieringRepository:
         self._bulk_insert(decisions, [self._decision_row(item, now) for item in items])
         if feed:
             self._bulk_insert(changes, [self._change_row(item, now) for item in feed])
-        # Last: the audit append holds its table lock until commit.
+        # Last: the audit append holds its chains' head-row locks until commit.
         audited = [self._audit_entry(item) for item in items if item.before != item.after]
         if audited:
             self._bulk_insert(audit_log, audit_rows(self.session, audit_log, audited, at=now))
