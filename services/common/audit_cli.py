@@ -1,7 +1,10 @@
-"""`kequn audit verify --service S`: check a service's audit hash chain.
+"""`kequn audit verify --service S`: check a service's audit hash chains.
 
-Exit codes: 0 chain intact, 1 chain broken (the first bad record is named),
-2 no audit table in that database.
+Every chain (bucket) is checked record by record and must end exactly at its
+anchored head, so a removed tail is reported too. Exit codes: 0 every chain
+intact, 1 a chain broken (the first bad record, or the cut chain, is named),
+2 no audit table in that database. The printed digest of the heads can be
+kept elsewhere to detect a rewrite of the log together with its heads.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import argparse
 
 from sqlalchemy import MetaData, inspect
 
-from services.common.audit import audit_table, chain_head, default_table_name, verify_chain
+from services.common.audit import audit_table, chain_head, default_table_name, verify_audit
 from services.common.config import DEFAULT_PORTS, ServiceConfig
 from services.common.db import make_engine
 
@@ -23,11 +26,12 @@ def verify(database_url: str, table_name: str) -> tuple[int, str]:
             return 2, f"no audit table {table_name} in {engine.url.render_as_string(hide_password=True)}"
         table = audit_table(MetaData(), table_name)
         with engine.connect() as conn:
-            ok, bad = verify_chain(conn, table)
+            verdict = verify_audit(conn, table)
             count, head = chain_head(conn, table)
-        if ok:
-            return 0, f"{table_name}: {count} records, chain intact, head {head}"
-        return 1, f"{table_name}: chain BROKEN at record id {bad} ({count} records)"
+        if verdict.ok:
+            return 0, f"{table_name}: {count} records, chain intact, heads digest {head}"
+        where = f"at record id {verdict.bad_id}" if verdict.bad_id is not None else f"in chain {verdict.bucket}"
+        return 1, f"{table_name}: chain BROKEN {where}: {verdict.problem} ({count} records)"
     finally:
         engine.dispose()
 

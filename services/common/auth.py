@@ -26,7 +26,7 @@ import yaml
 
 from services.common.errors import Unauthenticated
 from services.common.grpc_errors import abort_status
-from services.common.rpc import CallContext, metadata_value, reset_quietly, scoped, wrap_handler
+from services.common.rpc import CallContext, MethodInterceptor, metadata_value, reset_quietly, scoped, wrap_handler
 from services.common.tls import peer_identities
 
 log = logging.getLogger(__name__)
@@ -245,17 +245,15 @@ def _bearer(ctx: grpc.ServicerContext) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(MethodInterceptor):
     """Authenticates the bearer token, checks the policy, sets current_principal()."""
 
     def __init__(self, token_store: TokenStore, policy: Policy) -> None:
         self.tokens = token_store
         self.policy = policy
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(OPEN_PREFIXES):
+    def wrap_method(self, method, handler):
+        if method.startswith(OPEN_PREFIXES):
             return handler
 
         # Checked inside the behavior: it runs on the worker thread, where

@@ -80,6 +80,16 @@ class ServiceConfig:
     tokens_file: Path
     rules_poll_seconds: float = 2.0
     max_concurrent_rpcs: int = 64
+    # Calls that wait for a worker once max_concurrent_rpcs run (admission.py).
+    max_queued_rpcs: int = 128
+    # Database connections (0: max_concurrent_rpcs + background threads).
+    db_pool_size: int = 0
+    # Server processes sharing the gRPC port (services/common/workers.py).
+    workers: int = 1
+    # Set in a worker started by the supervisor (KEQUN_WORKER_INDEX), else None.
+    worker_index: int | None = None
+    # Where /metrics listens (default: host); a worker's is private.
+    metrics_host: str | None = None
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
     # Bearer token this service sends when calling other services.
@@ -131,6 +141,11 @@ class ServiceConfig:
             tokens_file=tokens_file.expanduser(),
             rules_poll_seconds=_float(env, service, "RULES_POLL_SECONDS", 2.0),
             max_concurrent_rpcs=_int(env, service, "MAX_CONCURRENT_RPCS", 64, 1),
+            max_queued_rpcs=_int(env, service, "MAX_QUEUED_RPCS", 128, 0),
+            db_pool_size=_int(env, service, "DB_POOL_SIZE", 0, 0),
+            workers=_int(env, service, "WORKERS", 1, 1, 256),
+            worker_index=_int(env, service, "WORKER_INDEX", 0) if _lookup(env, service, "WORKER_INDEX")[1] else None,
+            metrics_host=_lookup(env, service, "METRICS_HOST")[1],
             shutdown_grace_seconds=_float(env, service, "SHUTDOWN_GRACE_SECONDS", 10.0),
             log_level=level,
             service_token=env.get("KEQUN_SERVICE_TOKEN") or None,

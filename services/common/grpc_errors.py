@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 
 from services.common import errors
 from services.common.db import is_conflict, is_unavailable
-from services.common.rpc import CallContext, wrap_handler
+from services.common.rpc import CallContext, MethodInterceptor, wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +175,11 @@ def code_name(status: status_pb2.Status) -> str:
     return code_pb2.Code.Name(status.code)
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class ErrorInterceptor(MethodInterceptor):
     """Innermost layer: no exception leaves a handler unmapped."""
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        return None if handler is None else wrap_handler(handler, _guard)
+    def wrap_method(self, method, handler):
+        return wrap_handler(handler, _guard)
 
 
 def _guard(behavior, streaming: bool):

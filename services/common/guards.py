@@ -19,7 +19,7 @@ import grpc
 
 from services.common import errors
 from services.common.grpc_errors import abort_status, abort_with
-from services.common.rpc import CallContext, reset_quietly, scoped, wrap_handler
+from services.common.rpc import CallContext, MethodInterceptor, reset_quietly, scoped, wrap_handler
 
 _call: contextvars.ContextVar[grpc.ServicerContext | None] = contextvars.ContextVar("kequn_call", default=None)
 
@@ -72,13 +72,10 @@ def _checked_stream(requests: Iterator) -> Iterator:
         yield item
 
 
-class GuardInterceptor(grpc.ServerInterceptor):
+class GuardInterceptor(MethodInterceptor):
     """Sits just outside ErrorInterceptor (see server.py)."""
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
+    def wrap_method(self, method, handler):
         request_streaming = handler.request_streaming
 
         def admit(request, context):

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import grpc
 from opentelemetry import trace
 
-from services.common.rpc import CallContext, metadata_value, rpc_type, split_method, wrap_handler
+from services.common.rpc import CallContext, MethodInterceptor, metadata_value, rpc_type, split_method, wrap_handler
 
 REQUEST_ID_HEADER = "x-request-id"
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("kequn_request_id", default=None)
@@ -92,17 +92,13 @@ def configure_logging(level: str = "INFO", service: str | None = None) -> None:
     root.setLevel(level)
 
 
-class LoggingInterceptor(grpc.ServerInterceptor):
+class LoggingInterceptor(MethodInterceptor):
     """Outermost layer: sets the request id, logs one line when the RPC ends."""
 
     def __init__(self, service: str) -> None:
         self.service = service
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+    def wrap_method(self, method, handler):
         kind = rpc_type(handler)
 
         def wrap(behavior, streaming):

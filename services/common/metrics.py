@@ -5,11 +5,12 @@ collide, and each service adds its kequn_* metrics to the same registry."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from services.common.rpc import CallContext, iterate, rpc_type, split_method, wrap_handler
+from services.common.rpc import CallContext, MethodInterceptor, iterate, rpc_type, split_method, wrap_handler
 
 # Prometheus client_golang DefBuckets, as go-grpc-prometheus uses.
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -41,28 +42,32 @@ def go_code_name(code: grpc.StatusCode) -> str:
     return "OK" if code is grpc.StatusCode.OK else "".join(w.capitalize() for w in code.name.split("_"))
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
+class MetricsInterceptor(MethodInterceptor):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.metrics = ServerMetrics(registry)
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
+    def wrap_method(self, full_method, handler):
         m = self.metrics
-        service, method = split_method(handler_call_details.method)
+        service, method = split_method(full_method)
         labels = (rpc_type(handler), service, method)
+        # Children resolved once per method: labels() hashes and locks per call.
         received, sent = m.received.labels(*labels), m.sent.labels(*labels)
+        started, handling = m.started.labels(*labels), m.handling.labels(*labels)
+        handled: dict[grpc.StatusCode, Any] = {}
 
         def finish(ctx: CallContext, start: float, raised) -> None:
-            m.handled.labels(*labels, go_code_name(ctx.final_code(raised))).inc()
-            m.handling.labels(*labels).observe(time.perf_counter() - start)
+            code = ctx.final_code(raised)
+            child = handled.get(code)
+            if child is None:
+                child = handled[code] = m.handled.labels(*labels, go_code_name(code))
+            child.inc()
+            handling.observe(time.perf_counter() - start)
 
         def wrap(behavior, streaming):
             request_streaming = handler.request_streaming
 
             def begin(request, context):
-                m.started.labels(*labels).inc()
+                started.inc()
                 if request_streaming:
                     request = iterate(request, lambda _: received.inc())
                 else:

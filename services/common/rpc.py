@@ -82,6 +82,38 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service or "unknown", method or rest
 
 
+class MethodInterceptor(grpc.ServerInterceptor):
+    """A layer whose wrapped handler depends only on the method and the
+    handler it wraps: built once per method, not once per call.
+
+    grpc runs every interceptor's intercept_service for every call, on its
+    one polling thread, before the call reaches a worker; rebuilding the
+    closures and the RpcMethodHandler of six layers per call cost ~10 % of a
+    cheap call's CPU and serialized on that thread. The cache is keyed by
+    the inner handler's identity too, so a layer below that answers with a
+    different handler gets a fresh wrapper."""
+
+    def wrap_method(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler | None:
+        raise NotImplementedError
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = getattr(handler_call_details, "method", None)
+        if method is None:  # no call details (a layer driven directly, e.g. in a test): nothing to key on
+            return self.wrap_method("", handler)
+        cache = self.__dict__.get("_wrapped")
+        if cache is None:
+            cache = self.__dict__["_wrapped"] = {}
+        hit = cache.get(method)
+        if hit is not None and hit[0] is handler:
+            return hit[1]
+        wrapped = self.wrap_method(method, handler)
+        cache[method] = (handler, wrapped)
+        return wrapped
+
+
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 # A wrapper takes the original behavior and whether its response is a stream,
 # and returns the behavior to install instead.

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from services.common.admission import Admission, AdmissionInterceptor
 from services.common.auth import AuthInterceptor, Policy, TokenStore
 from services.common.bounds import BoundsInterceptor
 from services.common.config import ServiceConfig
@@ -68,23 +69,30 @@ class ServiceServer:
         self.metrics_port: int | None = None
         self.started = False
 
+        # max_concurrent_rpcs calls run at once; max_queued_rpcs more wait in
+        # the admission queue (each on its own idle thread) and are shed by
+        # deadline. A few threads more than that serve the refusals of a full
+        # queue; grpc's hard limit refuses without details only past them.
+        self.admission = Admission(config.max_concurrent_rpcs, config.max_queued_rpcs)
+        hard_limit = config.max_concurrent_rpcs + config.max_queued_rpcs + max(8, config.max_concurrent_rpcs // 4)
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_concurrent_rpcs,
-                                       thread_name_prefix=f"{config.service}-rpc"),
+            futures.ThreadPoolExecutor(max_workers=hard_limit, thread_name_prefix=f"{config.service}-rpc"),
             # Outermost first: logs and metrics see the final code of auth
             # refusals and mapped errors alike.
             interceptors=[
                 *tracing_interceptors(),  # none unless OTEL_TRACES_EXPORTER is set
                 LoggingInterceptor(config.service),
                 MetricsInterceptor(registry),
+                AdmissionInterceptor(self.admission, registry),
                 AuthInterceptor(token_store, policy),
                 GuardInterceptor(),  # expired deadlines, undecodable requests
                 BoundsInterceptor(),  # every field within services/common/limits.py
                 ErrorInterceptor(),
             ],
-            # Past this many in-flight RPCs grpc answers RESOURCE_EXHAUSTED
-            # instead of queueing without bound.
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            maximum_concurrent_rpcs=hard_limit,
+            # Workers of one service share the port (workers.py); the kernel
+            # spreads connections over them.
+            options=[("grpc.so_reuseport", 1)] if config.worker_index is not None else None,
         )
         for add_to_server, servicer in servicers:
             add_to_server(servicer, self.server)
@@ -139,7 +147,8 @@ class ServiceServer:
         self.health.set(LIVENESS, SERVING)
         self.server.start()
         if self._serve_metrics:
-            self._metrics_http = start_metrics_http(self.config.metrics_port, self.registry, self.config.host)
+            self._metrics_http = start_metrics_http(self.config.metrics_port, self.registry,
+                                                    self.config.metrics_host or self.config.host)
             self.metrics_port = self._metrics_http.server_port
         threading.Thread(target=self._readiness_loop, name=f"{self.config.service}-readiness",
                          daemon=True).start()

@@ -18,7 +18,7 @@ from kequn.rules.v1 import rules_pb2_grpc
 from services.common.auth import Policy, TokenStore
 from services.common.client import dial
 from services.common.config import ServiceConfig, service_target
-from services.common.db import make_engine, make_session_factory, run_migrations
+from services.common.db import make_engine, make_session_factory, pool_size_for, run_migrations
 from services.common.logging import configure_logging
 from services.common.server import ServiceServer, build_server, serve_forever
 from services.common.tracing import configure_from_env as configure_tracing
@@ -108,7 +108,9 @@ def install_default_rules(spec: ServiceSpec, admin: RuleAdmin) -> list[str]:
 def build_context(spec: ServiceSpec, config: ServiceConfig, registry: CollectorRegistry | None = None
                   ) -> ServiceContext:
     migrate(spec, config.database_url)
-    db = make_engine(config.database_url)
+    # One connection per call the server runs at once, plus background threads.
+    db = make_engine(config.database_url,
+                     pool_size=config.db_pool_size or pool_size_for(config.max_concurrent_rpcs))
     registry = registry or CollectorRegistry()
     kinds = KindRegistry(spec.kinds)
     engine = default_engine()
@@ -151,11 +153,30 @@ def build_service(spec: ServiceSpec, config: ServiceConfig | None = None) -> tup
     return server, ctx
 
 
+def prepare_database(spec: ServiceSpec, config: ServiceConfig) -> None:
+    """Migrations and shipped rulesets, once, before workers start (they
+    would otherwise all try at the same time)."""
+    migrate(spec, config.database_url)
+    db = make_engine(config.database_url)
+    try:
+        install_default_rules(spec, RuleAdmin(RuleStore(db), KindRegistry(spec.kinds), default_engine()))
+    finally:
+        db.dispose()
+
+
 def run_service(spec: ServiceSpec) -> int:
     config = ServiceConfig.from_env(spec.name)
     configure_logging(config.log_level, spec.name)
+    if config.workers > 1 and config.worker_index is None:
+        from services.common.workers import supervise
+        prepare_database(spec, config)
+        return supervise(config)
     configure_tracing(spec.name)  # off unless OTEL_TRACES_EXPORTER is set
     server, ctx = build_service(spec, config)
+    if config.worker_index is not None:
+        from prometheus_client import Gauge
+        Gauge("kequn_worker_info", "This worker process (KEQUN_<SERVICE>_WORKERS)", ["pid"],
+              registry=ctx.registry).labels(str(os.getpid())).set(1)
     server.start()
     if spec.demo is not None and os.environ.get("KEQUN_DEMO") == "1":
         def demo() -> None:

@@ -209,7 +209,7 @@ class ScoringStore:
 
     def write_audit(self) -> None:
         """Appends the recorded entries to the chain: the last statement before commit,
-        so the table's append lock (PostgreSQL) is held for as short a time as possible.
+        so its chains' head-row locks (PostgreSQL) are held for as short a time as possible.
         Actor and request id: the RPC's principal and x-request-id ("system" outside one)."""
         entries, self._audit = self._audit, []
         if entries:

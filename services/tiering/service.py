@@ -19,7 +19,7 @@ import psycopg
 
 from services.common import paging
 from services.common.audit import audit_context
-from services.common.db import UnitOfWork, is_conflict
+from services.common.db import UnitOfWork, is_conflict, is_postgres, read_connection
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, KequnError, NotFound
 from services.common.tracing import current_traceparent
 
@@ -29,7 +29,7 @@ from .domain import (CustomerState, RuleAnswer, Snapshot, TierScheme, decide, fe
                      home_branch, project, rule_facts, validate)
 from .metrics import TieringMetrics
 from .scheme import tier_scheme
-from .store import Change, PendingWrite, StoredDecision, TieringRepository
+from .store import Change, PendingWrite, StoredDecision, TieringRepository, latest_decision_pg
 
 TIERS_RULESET = "tiering.tiers"
 GROUPS_RULESET = "tiering.groups"
@@ -178,6 +178,8 @@ class TieringService:
         self.feed_changed = threading.Condition()
         self._schemes: dict[tuple[str, int], TierScheme] = {}
         self._unary = Coalescer(self.evaluate_chunk)
+        engine = getattr(session_factory, "kw", {}).get("bind")
+        self._pg_reads = engine if engine is not None and is_postgres(engine) else None
 
     # ------------------------------------------------------------ evaluate
     def evaluate(self, request: EvaluateRequest) -> StoredDecision:
@@ -361,8 +363,12 @@ class TieringService:
     def get_customer_tier(self, customer_id: str) -> StoredDecision:
         if not customer_id.strip():
             raise InvalidArgument(violations=[("customer_id", "required")])
-        with UnitOfWork(self.session_factory) as uow:
-            found = TieringRepository(uow.session).latest_decision(customer_id)
+        if self._pg_reads is not None:
+            with read_connection(self._pg_reads) as conn:
+                found = latest_decision_pg(conn, customer_id)
+        else:
+            with UnitOfWork(self.session_factory) as uow:
+                found = TieringRepository(uow.session).latest_decision(customer_id)
         if found is None:
             raise NotFound(f"customer {customer_id} has never been evaluated", metadata={"customer_id": customer_id})
         return found

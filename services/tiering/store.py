@@ -175,6 +175,24 @@ def _decision_from_row(row) -> StoredDecision:
     return StoredDecision(d, row.decision_id, _aware(row.decided_at), row.cursor)
 
 
+_LATEST_DECISION_SQL = ("SELECT " + ", ".join(c.name for c in decisions.columns)
+                        + " FROM tiering_decisions WHERE customer_id = %s ORDER BY seq DESC LIMIT 1")
+
+
+def latest_decision_pg(conn, customer_id: str) -> StoredDecision | None:
+    """latest_decision on PostgreSQL through the driver, on an autocommit
+    connection (db.read_connection): GetCustomerTier is the read benefits
+    makes for every customer it has no fresh profile for, and SQLAlchemy's
+    statement caching, result processing and the transaction round trips
+    were most of its cost. One statement, prepared by psycopg after a few
+    calls, one round trip."""
+    from psycopg.rows import namedtuple_row
+    with _driver_errors(), conn.connection.driver_connection.cursor(row_factory=namedtuple_row) as cur:
+        cur.execute(_LATEST_DECISION_SQL, (customer_id,))
+        row = cur.fetchone()
+    return _decision_from_row(row) if row else None
+
+
 def _change_from_row(row) -> Change:
     return Change(
         cursor=row.cursor, customer_id=row.customer_id, from_tier=row.from_tier, to_tier=row.to_tier,
@@ -294,7 +312,7 @@ class TieringRepository:
         self._bulk_insert(decisions, [self._decision_row(item, now) for item in items])
         if feed:
             self._bulk_insert(changes, [self._change_row(item, now) for item in feed])
-        # Last: the audit append holds its table lock until commit.
+        # Last: the audit append holds its chains' head-row locks until commit.
         audited = [self._audit_entry(item) for item in items if item.before != item.after]
         if audited:
             self._bulk_insert(audit_log, audit_rows(self.session, audit_log, audited, at=now))

@@ -26,7 +26,11 @@ def test_the_demo_tiers_10000_customers(tmp_path):
                 assert err.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() < deadline
                 time.sleep(0.5)
         assert answer.tier and answer.home_branch_id.startswith("OUT-")
-        text = suite.metrics("tiering")
+        # The gauge is set just after the last chunk commits: a fast read can land in between.
+        deadline = time.monotonic() + 30
+        while metric_value(text := suite.metrics("tiering"), "kequn_tiering_feed_cursor") != DEMO_CUSTOMERS:
+            assert time.monotonic() < deadline, metric_value(text, "kequn_tiering_feed_cursor")
+            time.sleep(0.2)
         for tier in ("MASS", "LONG_TAIL", "AFFLUENT", "WEALTH", "PRIVATE_BANKING"):
             assert metric_value(text, "kequn_tiering_decisions_total", tier=tier, change="NEW") > 0
         assert metric_value(text, "kequn_tiering_feed_cursor") == DEMO_CUSTOMERS

@@ -119,6 +119,14 @@ def call(channel, method, request=b"", token=None, **kw):
     return channel.unary_unary(f"/{SERVICE}/{method}")(request, metadata=md, timeout=10, **kw)
 
 
+def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    for detail in rpc_status.from_call(err).details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    raise AssertionError("no ErrorInfo")
+
+
 def code_of(fn):
     with pytest.raises(grpc.RpcError) as info:
         fn()
@@ -266,8 +274,8 @@ def test_one_json_log_line_per_rpc(running, caplog):
     assert f["duration_ms"] >= 0
 
 
-def test_concurrency_limit_answers_resource_exhausted(tmp_path):
-    srv, echo, tokens = make_server(tmp_path, max_concurrent_rpcs=2)
+def test_past_the_limit_and_a_full_queue_calls_are_refused_overloaded(tmp_path):
+    srv, echo, tokens = make_server(tmp_path, max_concurrent_rpcs=2, max_queued_rpcs=0)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
             slow = channel.unary_unary(f"/{SERVICE}/Slow")
@@ -277,9 +285,33 @@ def test_concurrency_limit_answers_resource_exhausted(tmp_path):
                 assert echo.entered.acquire(timeout=5)
             err = code_of(lambda: call(channel, "Echo", token=tokens["operations"]))
             assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert error_info(err).reason == "OVERLOADED"
             echo.release.set()
             assert [f.result() for f in busy] == [b"done", b"done"]
             assert call(channel, "Echo", b"ok", token=tokens["operations"]) == b"ok"
+    finally:
+        echo.release.set()
+        srv.stop(0)
+
+
+def test_past_the_limit_calls_wait_in_the_queue_and_are_served(tmp_path):
+    srv, echo, tokens = make_server(tmp_path, max_concurrent_rpcs=2, max_queued_rpcs=4)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            slow = channel.unary_unary(f"/{SERVICE}/Slow")
+            md = bearer_metadata(tokens["operations"])
+            busy = [slow.future(b"", metadata=md, timeout=10) for _ in range(2)]
+            for _ in busy:
+                assert echo.entered.acquire(timeout=5)
+            queued = [channel.unary_unary(f"/{SERVICE}/Echo").future(b"q", metadata=md, timeout=10)
+                      for _ in range(3)]
+            deadline = time.monotonic() + 10
+            while srv.admission.queued < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert srv.admission.queued == 3 and not any(f.done() for f in queued)
+            echo.release.set()
+            assert [f.result() for f in busy] == [b"done", b"done"]
+            assert [f.result() for f in queued] == [b"q", b"q", b"q"]
     finally:
         echo.release.set()
         srv.stop(0)
