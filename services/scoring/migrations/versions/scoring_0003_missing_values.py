@@ -1,13 +1,13 @@
 """scoring: results flag the required values that were missing (scored 0)
 
 Revision ID: scoring_0003
-Revises: scoring_0002
+Revises: scoring_audit_buckets
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "scoring_0003"
-down_revision = "scoring_0002"
+down_revision = "scoring_audit_buckets"
 branch_labels = None
 depends_on = None
 

@@ -1,13 +1,13 @@
 """tiering: the trace context of the evaluation behind each feed entry
 
 Revision ID: tiering_0003
-Revises: tiering_0002
+Revises: tiering_audit_buckets
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "tiering_0003"
-down_revision = "tiering_0002"
+down_revision = "tiering_audit_buckets"
 branch_labels = None
 depends_on = None
 
