@@ -163,7 +163,10 @@ FIELDS: dict[str, dict[str, Bound]] = {
     "kequn.benefits.v1.CancelClaimRequest": {"claim_id": Str(40), "reason": REASON, "request_id": REQUEST_ID},
     "kequn.benefits.v1.FulfillClaimRequest": {"claim_id": Str(40), "request_id": REQUEST_ID},
     "kequn.benefits.v1.ListClaimsRequest": {"customer_id": ID, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
+    "kequn.benefits.v1.ListBenefitsRequest": {"page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
+    "kequn.benefits.v1.GetBenefitRequest": {"benefit_id": ID},
     "kequn.benefits.v1.Benefit": {
+        "eligibility_text": REASON, "eligibility_text_zh": REASON,
         "benefit_id": ID, "name": NAME, "kind": CODE, "eligibility_rule": Str(200), "valid_from": DATE,
         "valid_until": DATE, "quota_per_period": Int(-INT32_MAX, INT32_MAX),
         "cooldown_seconds": Int(-10**10, 10**10), "channels": Many(32, CODE),
