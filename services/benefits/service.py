@@ -265,9 +265,8 @@ class BenefitsService:
         """The catalog in benefit_id order; without include_inactive, only what
         can be claimed today (active, inside its validity window)."""
         limit = page_size(size)
-        after = decode_token(token)
-        if after is not None and not isinstance(after, str):
-            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        token_scope = scope("benefits.ListBenefits", include_inactive)
+        after = decode_token(token, token_scope, str)
         policy = self.policy()
         today = policy.calendar.local_date(self._clock())
         ids = sorted(b for b, d in policy.catalog.items()
@@ -275,7 +274,7 @@ class BenefitsService:
                      and (include_inactive or (d.active and domain.in_validity(d, today))))
         page = ids[:limit]
         entries = self._catalog_entries(policy, page)
-        return entries, (encode_token(page[-1]) if len(ids) > limit else "")
+        return entries, (encode_token(page[-1], token_scope) if len(ids) > limit else "")
 
     def get_benefit(self, benefit_id: str) -> CatalogEntry:
         _required_code("benefit_id", benefit_id)
