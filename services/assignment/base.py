@@ -7,21 +7,27 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, select
 
 from services.common.audit import append_audit_many
 from services.common.db import retry_on_conflict
-from services.common.errors import NotFound
+from services.common.errors import InvalidArgument, NotFound
+from services.common.paging import decode_token, encode_token
+from services.common.paging import page_size as checked_page_size
 
 from . import domain as d
 from . import store as t
 from .rules_kind import POLICY_RULESET
 
 
-GROUP_SELECTOR_FIELDS = ("tier", "home_branch_id", "card_level")
+# The bank's calendar: lock periods are dated in Asia/Shanghai.
+BANK_TZ = ZoneInfo("Asia/Shanghai")
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 INCREMENTAL_BATCH = 50_000
+# Several feed entries of one customer before a run: the suggestion names the strongest.
+CAUSE_RANK = (d.TIER_CHANGE, d.HOME_BRANCH_CHANGE, d.GROUP_CHANGE)
 AUDIT_CHUNK = 10_000  # records per insert (a full run writes one per placement)
 
 
@@ -46,6 +52,18 @@ class CustomerChange:
     annual_avg_aum_fen: int = 0
     card_level: str = ""
     changed_at: datetime | None = None
+    group_keys: Mapping[str, str] = field(default_factory=dict)  # e.g. payroll_employer_id
+    from_tier: str = ""
+    previous_home_branch_id: str = ""
+
+    @property
+    def cause(self) -> str:
+        """What this entry changed, as a suggestion names it."""
+        if not self.from_tier or self.from_tier != self.tier:
+            return d.TIER_CHANGE
+        if self.previous_home_branch_id and self.previous_home_branch_id != self.home_branch_id:
+            return d.HOME_BRANCH_CHANGE
+        return d.GROUP_CHANGE
 
 
 @dataclass
@@ -158,7 +176,15 @@ class ServiceBase:
         return [roles[k] for k in keys], active.version
 
     def _org(self, conn: Connection) -> d.OrgTree:
-        return d.OrgTree(dict(conn.execute(select(t.branches.c.branch_id, t.branches.c.parent_branch_id)).all()))
+        parents, levels = {}, {}
+        for b, p, level in conn.execute(select(t.branches.c.branch_id, t.branches.c.parent_branch_id,
+                                               t.branches.c.level)):
+            parents[b], levels[b] = p, level
+        return d.OrgTree(parents, levels)
+
+    def today(self) -> str:
+        """Today in the bank's calendar, YYYY-MM-DD."""
+        return self.clock().astimezone(BANK_TZ).date().isoformat()
 
     def _staff(self, conn: Connection, staff_id: str, field_name: str = "staff_id") -> d.StaffMember:
         r = conn.execute(select(t.staff).where(t.staff.c.staff_id == staff_id)).first()
@@ -166,19 +192,34 @@ class ServiceBase:
             raise NotFound(f"staff {staff_id} not found")
         return d.StaffMember(r.staff_id, r.branch_id, r.role, r.active)
 
+    def _in_force(self):
+        """The lock periods in force today: OPEN, starts_on <= today <= ends_on."""
+        today = self.today()
+        lp = t.lock_periods.c
+        return select(t.lock_periods).where(lp.status == "OPEN", lp.starts_on <= today, lp.ends_on >= today)
+
     def _locked_roots(self, conn: Connection) -> set[str]:
-        today = self.clock().date().isoformat()
-        return set(conn.execute(select(t.lock_periods.c.branch_id).where(
-            t.lock_periods.c.status == "OPEN", t.lock_periods.c.starts_on <= today)).scalars())
+        return {r.branch_id for r in conn.execute(self._in_force())}
 
     def _open_period_for(self, conn: Connection, org: d.OrgTree, branch_id: str) -> str | None:
         ancestors = set(org.chain(branch_id))
-        today = self.clock().date().isoformat()
-        for r in conn.execute(select(t.lock_periods).where(t.lock_periods.c.status == "OPEN",
-                                                           t.lock_periods.c.starts_on <= today)):
+        for r in conn.execute(self._in_force().order_by(t.lock_periods.c.id)):
             if r.branch_id in ancestors:
                 return r.period_id
         return None
+
+    @staticmethod
+    def _page(page_size: int, page_token: str) -> tuple[int, int]:
+        """(limit, offset) of an offset-paged read; the token is opaque to callers."""
+        limit = checked_page_size(page_size)
+        offset = decode_token(page_token) or 0
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        return limit, offset
+
+    @staticmethod
+    def _next(offset: int, limit: int, total: int) -> str:
+        return encode_token(offset + limit) if offset + limit < total else ""
 
     def audit(self, conn: Connection, actor: str, records: Iterable[dict]) -> None:
         """Appends to the hash chain: the LAST statement of every mutating

@@ -14,24 +14,28 @@ from .base import ServiceBase, _record, _row
 
 class ChangeRequestUseCases(ServiceBase):
     def _insert_request(self, conn, actor, customer_id, role, action, from_id, to_id, reason, request_id,
-                        suggested, branch_id, org, policy, records: list[dict]) -> dict:
-        """Files a request (superseding a pending one of the same customer and role);
-        its audit records go to `records` for the caller's end of transaction."""
+                        suggested, branch_id, org, policy, records: list[dict], cause: str = d.MANUAL) -> dict:
+        """Files a request (superseding a pending one of the same customer and role,
+        which then names this one); its audit records go to `records` for the
+        caller's end of transaction."""
         now = self.clock()
+        new_id = "CR-" + uuid.uuid4().hex[:20]
         for p in conn.execute(select(t.change_requests).where(
                 t.change_requests.c.customer_id == customer_id, t.change_requests.c.role == role,
                 t.change_requests.c.status == d.PENDING)).all():
             conn.execute(update(t.change_requests).where(
                 t.change_requests.c.change_request_id == p.change_request_id).values(
-                status=d.SUPERSEDED, decided_at=now, decision_comment="superseded by a newer request"))
+                status=d.SUPERSEDED, decided_at=now, superseded_by=new_id,
+                decision_comment=f"superseded by {new_id}"))
             records.append(_record("change_request.supersede", f"change_request/{p.change_request_id}",
-                                   {"status": d.PENDING}, {"status": d.SUPERSEDED},
-                                   "a newer request for the same customer"))
-        row = {"change_request_id": "CR-" + uuid.uuid4().hex[:20], "customer_id": customer_id, "role": role,
+                                   {"status": d.PENDING}, {"status": d.SUPERSEDED, "superseded_by": new_id},
+                                   "a newer request for the same customer and role"))
+        row = {"change_request_id": new_id, "customer_id": customer_id, "role": role,
                "action": action, "from_staff_id": from_id, "to_staff_id": to_id, "reason": reason or "",
                "status": d.PENDING, "requested_by": actor, "suggested": suggested, "created_at": now,
                "expires_at": now + policy.expiry, "branch_id": branch_id,
-               "period_id": self._open_period_for(conn, org, branch_id), "request_id": request_id or None}
+               "period_id": self._open_period_for(conn, org, branch_id), "request_id": request_id or None,
+               "cause": cause}
         conn.execute(insert(t.change_requests).values(**row))
         records.append(_record("change_request.create", f"change_request/{row['change_request_id']}", None, row,
                                reason or ""))
@@ -120,19 +124,25 @@ class ChangeRequestUseCases(ServiceBase):
                     and request["status"] == wanted:
                 return request  # a retried decision
             self._decision(action, "refused")
-            raise FailedPrecondition(f"change request {change_request_id} is {request['status']}, not PENDING")
+            raise FailedPrecondition(f"change request {change_request_id} is {request['status']}, not PENDING",
+                                     reason="CONFLICT", metadata={"change_request_id": change_request_id,
+                                                                  "status": request["status"]})
 
         def tx(conn):
             org = self._org(conn)
             approver_branch = conn.execute(select(t.staff.c.branch_id).where(t.staff.c.staff_id == approver)).scalar()
-            d.check_approver(approver, approver_branch, request["requested_by"], request["branch_id"], org, is_admin)
+            policy, _ = self.policy()
+            d.check_approver(approver, approver_branch, request["requested_by"], request["branch_id"], org, is_admin,
+                             policy.approver_level)
             touched = [s for s in (request["from_staff_id"], request["to_staff_id"]) if s]
             if approve:
                 t.lock_staff(conn, touched)
             current = conn.execute(select(t.change_requests).where(
                 t.change_requests.c.change_request_id == change_request_id).with_for_update()).first()
             if current.status != d.PENDING:
-                raise FailedPrecondition(f"change request {change_request_id} is {current.status}, not PENDING")
+                raise FailedPrecondition(f"change request {change_request_id} is {current.status}, not PENDING",
+                                         reason="CONFLICT", metadata={"change_request_id": change_request_id,
+                                                                      "status": current.status})
             now = self.clock()
             before = after = None
             if approve:

@@ -14,7 +14,7 @@ from services.common.errors import NotFound
 
 from . import domain as d
 from . import store as t
-from .base import INCREMENTAL_BATCH, CustomerChange, RunResult, ServiceBase, _record, _run_records
+from .base import CAUSE_RANK, INCREMENTAL_BATCH, CustomerChange, RunResult, ServiceBase, _record, _run_records
 
 
 def _run_to_json(r: RunResult) -> str:
@@ -43,14 +43,18 @@ class PlacementUseCases(ServiceBase):
         if not changes:
             return 0
         latest: dict[str, CustomerChange] = {}
+        cause: dict[str, str] = {}  # the strongest cause among a customer's entries in the batch
         for c in sorted(changes, key=lambda c: c.cursor):
             latest[c.customer_id] = c
+            cause[c.customer_id] = min(cause.get(c.customer_id, c.cause), c.cause, key=CAUSE_RANK.index)
         rows = [{"customer_id": c.customer_id, "tier": c.tier or "", "segments": t.join_codes(c.segments),
                  "flags": t.join_codes(c.flags), "home_branch_id": c.home_branch_id or "",
                  "has_personal_loan": bool(c.has_personal_loan),
                  "annual_card_spend_fen": int(c.annual_card_spend_fen or 0),
                  "annual_avg_aum_fen": int(c.annual_avg_aum_fen or 0), "card_level": c.card_level or "",
-                 "cursor": int(c.cursor), "changed_at": c.changed_at} for c in latest.values()]
+                 "cursor": int(c.cursor), "changed_at": c.changed_at,
+                 "group_keys": json.dumps(dict(sorted((c.group_keys or {}).items())), ensure_ascii=False),
+                 "change_cause": cause[c.customer_id]} for c in latest.values()]
         roles, version = self.needed_roles(rows)
         for row, r in zip(rows, roles):
             row["roles"], row["policy_version"] = ",".join(r), version
@@ -80,6 +84,8 @@ class PlacementUseCases(ServiceBase):
                     t.runs.c.actor == actor, t.runs.c.request_id == request_id)).scalar()
             if stored:
                 return _run_from_json(stored)
+        if not dry_run:
+            self.end_periods()  # books whose lock period ended are placed by this run
         policy, version = self.policy()
         started = self.clock()
 
@@ -113,14 +119,15 @@ class PlacementUseCases(ServiceBase):
                 run_id=uuid.uuid4().hex, branch_id=branch_id, dry_run=dry_run, assigned=plan.count(d.ADD),
                 moved=plan.count(d.TRANSFER), removed=plan.count(d.REMOVE), unchanged=plan.unchanged,
                 unplaced=[{"customer_id": u.customer_id, "role": u.role, "reason": u.reason,
-                           "branch_id": u.branch_id, "tier": tier_of.get(u.customer_id, "")} for u in plan.unplaced],
+                           "branch_id": u.branch_id, "tier": tier_of.get(u.customer_id, ""), "tried": list(u.tried)}
+                          for u in plan.unplaced],
                 started_at=started)
             if dry_run:
                 result.suggestions_created = len(plan.suggestions)
                 result.finished_at = self.clock()
                 return result
             self._apply_plan(conn, plan)
-            suggested: list[dict] = []
+            suggested: list[dict] = self._supersede_applied(conn, plan.moves, result.run_id)
             result.suggestions_created = self._suggest(conn, plan.suggestions, org, policy, suggested)
             self._store_unplaced(conn, [r.customer_id for r in rows], result.unplaced,
                                  whole=not (only_changed or branch_id))
@@ -199,21 +206,56 @@ class PlacementUseCases(ServiceBase):
             conn.execute(insert(t.books), added[start:start + 10_000])
 
     def _store_unplaced(self, conn: Connection, customer_ids: Sequence[str], rows: list[dict], whole: bool) -> None:
+        """The customers nobody could take, replaced for the run's scope; `since`
+        is kept for a (customer, role) that stays unplaced."""
+        u = t.unplaced.c
         if whole:
+            since = {(c, r): s for c, r, s in conn.execute(select(u.customer_id, u.role, u.since))}
             conn.execute(delete(t.unplaced))
         else:
+            since = {}
             for i in range(0, len(customer_ids), 5000):
-                conn.execute(delete(t.unplaced).where(t.unplaced.c.customer_id.in_(customer_ids[i:i + 5000])))
-        for start in range(0, len(rows), 10_000):
-            conn.execute(insert(t.unplaced), rows[start:start + 10_000])
+                chunk = customer_ids[i:i + 5000]
+                since.update({(c, r): s for c, r, s in conn.execute(
+                    select(u.customer_id, u.role, u.since).where(u.customer_id.in_(chunk)))})
+                conn.execute(delete(t.unplaced).where(u.customer_id.in_(chunk)))
+        now = self.clock()
+        stored = [{"customer_id": r["customer_id"], "role": r["role"], "reason": r["reason"],
+                   "branch_id": r["branch_id"], "tier": r["tier"], "tried": ",".join(r.get("tried") or ()),
+                   "since": since.get((r["customer_id"], r["role"])) or now} for r in rows]
+        for start in range(0, len(stored), 10_000):
+            conn.execute(insert(t.unplaced), stored[start:start + 10_000])
+
+    def _supersede_applied(self, conn: Connection, moves: Sequence[d.Move], run_id: str) -> list[dict]:
+        """Pending requests on a (customer, role) the run has just changed itself
+        (e.g. a suggestion once its lock period ended) are SUPERSEDED, naming the run."""
+        if not moves:
+            return []
+        changed = {(m.customer_id, m.role) for m in moves}
+        cr = t.change_requests.c
+        stale = [r.change_request_id for r in conn.execute(select(cr.change_request_id, cr.customer_id, cr.role)
+                                                             .where(cr.status == d.PENDING))
+                 if (r.customer_id, r.role) in changed]
+        if not stale:
+            return []
+        by = f"run/{run_id}"
+        conn.execute(update(t.change_requests).where(cr.change_request_id.in_(stale)).values(
+            status=d.SUPERSEDED, decided_at=self.clock(), superseded_by=by,
+            decision_comment=f"superseded by assignment {by}"))
+        return [_record("change_request.supersede", f"change_request/{cid}", {"status": d.PENDING},
+                        {"status": d.SUPERSEDED, "superseded_by": by}, "the assignment run made the change")
+                for cid in stale]
 
     def _suggest(self, conn: Connection, moves: Sequence[d.Move], org: d.OrgTree, policy: d.Policy,
                  records: list[dict]) -> int:
         """Suggested change requests for what a lock stopped. An identical pending one
         is left alone (a re-run suggests nothing new); a different one supersedes."""
         created = 0
-        homes = dict(conn.execute(select(t.customers.c.customer_id, t.customers.c.home_branch_id).where(
-            t.customers.c.customer_id.in_(sorted({m.customer_id for m in moves})))).all()) if moves else {}
+        found = conn.execute(select(t.customers.c.customer_id, t.customers.c.home_branch_id,
+                                    t.customers.c.change_cause).where(
+            t.customers.c.customer_id.in_(sorted({m.customer_id for m in moves})))).all() if moves else []
+        homes = {r.customer_id: r.home_branch_id for r in found}
+        causes = {r.customer_id: r.change_cause for r in found}
         for m in moves:
             pending = conn.execute(select(t.change_requests).where(
                 t.change_requests.c.customer_id == m.customer_id, t.change_requests.c.role == m.role,
@@ -221,9 +263,10 @@ class PlacementUseCases(ServiceBase):
             if any(p.action == m.action and p.from_staff_id == m.from_staff_id and p.to_staff_id == m.to_staff_id
                    for p in pending):
                 continue
+            cause = m.cause or causes.get(m.customer_id) or d.TIER_CHANGE
             self._insert_request(conn, d.SYSTEM, m.customer_id, m.role, m.action, m.from_staff_id, m.to_staff_id,
-                                 "the customer's tier or groups changed during a lock period", None, True,
-                                 homes.get(m.customer_id, ""), org, policy, records)
+                                 d.CAUSE_TEXT.get(cause, cause), None, True, homes.get(m.customer_id, ""), org,
+                                 policy, records, cause=cause)
             created += 1
         return created
 

@@ -10,7 +10,8 @@ from services.common.errors import InvalidArgument, NotFound
 
 from . import domain as d
 from . import store as t
-from .base import GROUP_SELECTOR_FIELDS, BookView, ManagerView, ServiceBase, _iso
+from .base import BookView, ManagerView, ServiceBase, _iso, _row
+from .group_claims import customer_fields
 
 
 class ReadUseCases(ServiceBase):
@@ -47,14 +48,13 @@ class ReadUseCases(ServiceBase):
                 select(t.books).where(t.books.c.customer_id == customer_id).order_by(t.books.c.role))]
             org = self._org(conn)
             segments = t.split_codes(c.segments)
-            fields = {k: getattr(c, k) for k in GROUP_SELECTOR_FIELDS}
-            rows = conn.execute(select(t.group_claims, t.staff.c.branch_id.label("staff_branch"),
-                                       t.staff.c.role.label("staff_role"))
+            fields = customer_fields(c)
+            rows = conn.execute(select(t.group_claims, t.staff.c.role.label("staff_role"))
                                 .join(t.staff, t.staff.c.staff_id == t.group_claims.c.staff_id)
                                 .where(t.group_claims.c.group_code.in_(segments or ("",)))
                                 .order_by(t.group_claims.c.claim_id)).all()
             for r in rows:
-                if d.claim_covers(r.group_code, json.loads(r.selector_json), r.staff_branch, segments, fields,
+                if d.claim_covers(r.group_code, json.loads(r.selector_json), r.scope_branch_id, segments, fields,
                                   c.home_branch_id, org):
                     out.append(ManagerView(r.staff_id, r.staff_role, "GROUP", t.utc(r.claimed_at), r.group_code))
         return out
@@ -116,3 +116,46 @@ class ReadUseCases(ServiceBase):
         return {"fill": fill, "unplaced": unplaced, "pending": pending, "overdue": overdue, "locks": locks,
                 "cursor": feed.cursor if feed else 0,
                 "last_change_at": t.utc(feed.last_change_at) if feed else None}
+
+    # --- what a branch sees of itself -------------------------------------------------------
+
+    def list_branches(self, branch_id: str, page_size: int, page_token: str) -> tuple[list[dict], str]:
+        """The branch and everything below it (empty = all), by branch id."""
+        limit, offset = self._page(page_size, page_token)
+        with self.engine.connect() as conn:
+            org = self._org(conn)
+            if branch_id and branch_id not in org:
+                raise NotFound(f"branch {branch_id[:64]} not found")
+            rows = [_row(r) for r in conn.execute(select(t.branches).order_by(t.branches.c.branch_id))
+                    if not branch_id or org.within(r.branch_id, branch_id)]
+        return rows[offset:offset + limit], self._next(offset, limit, len(rows))
+
+    def list_staff(self, branch_id: str, role: str, page_size: int, page_token: str) -> tuple[list[dict], str]:
+        """Staff of the branch and the units below it (empty = all), optionally of one role, by staff id."""
+        limit, offset = self._page(page_size, page_token)
+        with self.engine.connect() as conn:
+            org = self._org(conn)
+            if branch_id and branch_id not in org:
+                raise NotFound(f"branch {branch_id[:64]} not found")
+            q = select(t.staff).order_by(t.staff.c.staff_id)
+            if role:
+                q = q.where(t.staff.c.role == role)
+            rows = [_row(r) for r in conn.execute(q) if not branch_id or org.within(r.branch_id, branch_id)]
+        return rows[offset:offset + limit], self._next(offset, limit, len(rows))
+
+    def list_unplaced(self, branch_id: str, page_size: int, page_token: str) -> tuple[list[dict], str]:
+        """Customers nobody could take (as the last run left them), whose home is
+        the branch or below it (empty = all), by customer id and role."""
+        limit, offset = self._page(page_size, page_token)
+        u = t.unplaced.c
+        with self.engine.connect() as conn:
+            org = self._org(conn)
+            if branch_id and branch_id not in org:
+                raise NotFound(f"branch {branch_id[:64]} not found")
+            q = select(t.unplaced).order_by(u.customer_id, u.role)
+            if not branch_id:
+                rows = [_row(r) for r in conn.execute(q.offset(offset).limit(limit + 1))]
+                return rows[:limit], self._next(offset, limit, offset + len(rows))
+            below = [b for b in conn.execute(select(t.branches.c.branch_id)).scalars() if org.within(b, branch_id)]
+            rows = [_row(r) for r in conn.execute(q.where(u.branch_id.in_(below)).offset(offset).limit(limit + 1))]
+        return rows[:limit], self._next(offset, limit, offset + len(rows))
