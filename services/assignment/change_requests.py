@@ -61,7 +61,9 @@ class ChangeRequestUseCases(ServiceBase):
                 return existing
 
         def tx(conn):
-            customer = self._customer_view(conn, customer_id)
+            # The customer's row lock: two makers at once cannot both leave a pending
+            # request for one customer (the second supersedes the first).
+            customer = self._customer_view(conn, customer_id, lock=True)
             from_staff = self._staff(conn, from_staff_id) if from_staff_id else None
             to_staff = self._staff(conn, to_staff_id) if to_staff_id else None
             org = self._org(conn)
