@@ -19,6 +19,8 @@ class LockPeriodUseCases(ServiceBase):
         violations = []
         if not period_id:
             violations.append(("period_id", "required"))
+        elif len(period_id) > 64:
+            violations.append(("period_id", "at most 64 characters"))
         parsed = {}
         for name, value in (("starts_on", starts_on), ("ends_on", ends_on)):
             # Exactly YYYY-MM-DD: stored as text and compared as text with today's date

@@ -110,8 +110,7 @@ class ReadUseCases(ServiceBase):
                 t.change_requests.c.status == d.PENDING)).scalar_one()
             overdue = conn.execute(select(func.count()).select_from(t.change_requests).where(
                 t.change_requests.c.status == d.PENDING, t.change_requests.c.expires_at <= now)).scalar_one()
-            locks = conn.execute(select(func.count()).select_from(t.lock_periods).where(
-                t.lock_periods.c.status == "OPEN")).scalar_one()
+            locks = len(conn.execute(self._in_force()).all())  # in force today, not merely OPEN
             feed = conn.execute(select(t.feed_state).where(t.feed_state.c.feed == "tiering")).first()
         return {"fill": fill, "unplaced": unplaced, "pending": pending, "overdue": overdue, "locks": locks,
                 "cursor": feed.cursor if feed else 0,

@@ -161,7 +161,8 @@ def test_claims_conflict_only_where_their_scopes_overlap(svc):
     with pytest.raises(FailedPrecondition) as overlap:  # the 分行 covers both outlets
         svc.claim_group("ops", "WM-BR", "PAYROLL", {"payroll_employer_id": "E1"}, "")
     assert overlap.value.reason == "CONFLICT" and overlap.value.metadata["staff_id"] in {"LM-111", "LM-121"}
-    # An employer the outlet's claim does not share is another matter only if the keys differ.
+    # A scope beside the outlet's overlaps nothing; inside it, another employer still overlaps
+    # the outlet's claim on every employer.
     svc.claim_group("ops", "WM-11", "PAYROLL", {"payroll_employer_id": "E1", "home_branch_id": "OUT-112"}, "")
     with pytest.raises(FailedPrecondition):
         svc.claim_group("ops", "WM-11", "PAYROLL", {"payroll_employer_id": "E9", "home_branch_id": "OUT-111"}, "")
