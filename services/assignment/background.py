@@ -33,7 +33,8 @@ class Housekeeper:
                 now = time.monotonic()
                 if now - last_sweep >= self.sweep_every:
                     self.service.expire_due()
-                    if self.service.end_periods():  # books whose lock period ended: place them
+                    # Books whose lock period ended, customers of deactivated or moved staff: place them.
+                    if self.service.end_periods() or self.service.pending_changes(limit=1):
                         self.changed.set()
                     last_sweep = now
                 if self.metrics is not None and now - last_metrics >= self.metrics_every:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.common.errors import InvalidArgument, NotFound
 
@@ -53,6 +53,12 @@ class OrgUseCases(ServiceBase):
             row = {"staff_id": staff_id, "branch_id": branch_id, "role": role, "active": bool(active),
                    "name": name or "", "updated_at": self.clock()}
             t.upsert(conn, t.staff, [row], ["staff_id"])
+            if before and (before["active"] and not row["active"] or before["branch_id"] != branch_id
+                           or before["role"] != role):
+                # Their customers need placing again; a suggestion (in a lock) names this cause.
+                held = select(t.books.c.customer_id).where(t.books.c.staff_id == staff_id).scalar_subquery()
+                conn.execute(update(t.customers).where(t.customers.c.customer_id.in_(held)).values(
+                    change_cause=d.STAFF_DEACTIVATED, assigned_cursor=0))
             self.audit(conn, actor, [_record("staff.upsert", f"staff/{staff_id}", before or None, row)])
             return row, not before
         return self._tx(tx)
