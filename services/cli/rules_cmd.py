@@ -22,8 +22,13 @@ from . import registry
 from .tokens import token_for
 
 
+# Who the rules commands act as: `--as NAME` picks a development token
+# (`kequn up` ships rule_admin, rule_owner_1 and rule_owner_2); KEQUN_TOKEN wins.
+_ACTING_AS = {"name": "rule_admin"}
+
+
 def _stub(service: str) -> rules_pb2_grpc.RuleStoreServiceStub:
-    return rules_pb2_grpc.RuleStoreServiceStub(dial(service_target(service), token_for("rule_admin")))
+    return rules_pb2_grpc.RuleStoreServiceStub(dial(service_target(service), token_for(_ACTING_AS["name"])))
 
 
 def _service_for_name(name: str, explicit: str | None) -> str:
@@ -89,8 +94,14 @@ def cmd_publish(args) -> int:
     print(f"created {created.name} v{created.version} (DRAFT) on {service}")
     if args.draft:
         return 0
-    published = stub.PublishRuleset(rules_pb2.PublishRulesetRequest(
-        name=created.name, version=created.version, comment=args.comment))
+    try:
+        published = stub.PublishRuleset(rules_pb2.PublishRulesetRequest(
+            name=created.name, version=created.version, comment=args.comment))
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "four eyes" in (exc.details() or ""):
+            print(f"{created.name} is released with four eyes: run\n  kequn rules release {created.name} "
+                  f"--version {created.version}\nand have another rule owner approve it.", file=sys.stderr)
+        raise
     print(f"published {created.name} v{created.version} (was v{published.previous_version}); "
           f"running {service} replicas pick it up within their poll interval")
     return 0
@@ -145,6 +156,89 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+_RELEASE_STATUS = {name: getattr(rules_pb2, f"RELEASE_STATUS_{name}")
+                   for name in ("PENDING", "APPROVED", "REJECTED", "ACTIVE", "CANCELLED")}
+
+
+def _release_line(r: rules_pb2.Release) -> str:
+    when = r.effective_from.ToDatetime().isoformat() + "Z" if r.HasField("effective_from") else "on approval"
+    return (f"{r.release_id}  {r.name} v{r.version}  {rules_pb2.ReleaseStatus.Name(r.status)[15:]:<9} "
+            f"effective {when}  requested by {r.requested_by}"
+            + (f", decided by {r.decided_by}" if r.decided_by else ""))
+
+
+def cmd_release(args) -> int:
+    """FILE: create a DRAFT from it first; NAME --version N: an existing DRAFT."""
+    from datetime import datetime, timezone
+    from google.protobuf.timestamp_pb2 import Timestamp
+    target = Path(args.target)
+    if target.is_file():
+        text = target.read_text(encoding="utf-8")
+        try:
+            raw = parse_yaml(text)
+        except DocumentSyntaxError as exc:
+            raise SystemExit(f"{target}: {exc}")
+        service = args.service or registry.service_of_kind(str(raw.get("kind")))
+        created = _stub(service).CreateRulesetVersion(rules_pb2.CreateRulesetVersionRequest(
+            name=str(raw.get("name")), document=text, comment=args.comment)).ruleset_version
+        name, version = created.name, created.version
+        print(f"created {name} v{version} (DRAFT) on {service}")
+    else:
+        if not args.version:
+            raise SystemExit(f"{args.target} is not a file: give a ruleset name with --version N")
+        name, version = args.target, args.version
+        service = _service_for_name(name, args.service)
+    effective = None
+    if args.effective_from:
+        moment = datetime.fromisoformat(args.effective_from.replace("Z", "+00:00"))
+        effective = Timestamp()
+        effective.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+    release = _stub(service).RequestRelease(rules_pb2.RequestReleaseRequest(
+        name=name, version=version, effective_from=effective, comment=args.comment))
+    print(f"requested: {_release_line(release)}")
+    print(f"another rule owner approves with: kequn rules approve {release.release_id} --service {service}")
+    return 0
+
+
+def _decide(args, approve: bool) -> int:
+    services = [args.service] if args.service else [s.name for s in registry.available_specs()]
+    for service in services:  # a release id is unique: ask each service until one has it
+        stub = _stub(service)
+        request = rules_pb2.DecideReleaseRequest(release_id=args.release_id, comment=args.comment)
+        try:
+            release = (stub.ApproveRelease if approve else stub.RejectRelease)(request)
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE) and len(services) > 1:
+                continue
+            raise
+        print(_release_line(release))
+        return 0
+    raise SystemExit(f"release {args.release_id} not found on {', '.join(services)}")
+
+
+def cmd_approve(args) -> int:
+    return _decide(args, True)
+
+
+def cmd_reject(args) -> int:
+    return _decide(args, False)
+
+
+def cmd_releases(args) -> int:
+    services = [args.service] if args.service else (
+        [_service_for_name(args.name, None)] if args.name else [s.name for s in registry.available_specs()])
+    for service in services:
+        try:
+            response = _stub(service).ListReleases(rules_pb2.ListReleasesRequest(
+                name=args.name or "", status=_RELEASE_STATUS.get(args.status or "", 0), page_size=1000))
+        except grpc.RpcError as exc:
+            print(f"{service}: {exc.code().name} {exc.details()}", file=sys.stderr)
+            continue
+        for release in response.releases:
+            print(f"{service:<11} {_release_line(release)}")
+    return 0
+
+
 def cmd_export(args) -> int:
     service = _service_for_name(args.name, args.service)
     document = _get(service, args.name, args.version).document
@@ -169,7 +263,13 @@ def register(subparsers) -> None:
     def remote(name: str, help_text: str, func) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--service", choices=registry.SERVICES)
-        p.set_defaults(func=func)
+        p.add_argument("--as", dest="acting_as", default="rule_admin",
+                       help="act as this development principal (e.g. rule_owner_2); KEQUN_TOKEN wins")
+
+        def run(args, func=func):
+            _ACTING_AS["name"] = args.acting_as
+            return func(args)
+        p.set_defaults(func=run)
         return p
 
     p = remote("publish", "create a version from FILE and publish it", cmd_publish)
@@ -189,6 +289,21 @@ def register(subparsers) -> None:
     p.add_argument("name")
     p.add_argument("--to", type=int, required=True)
     p.add_argument("--comment", "-m", default="")
+    p = remote("release", "ask for a version (FILE, or NAME --version N) to be released; four eyes",
+               cmd_release)
+    p.add_argument("target", help="a YAML file (a new DRAFT is created) or a ruleset name")
+    p.add_argument("--version", type=int, default=0)
+    p.add_argument("--effective-from", help="ISO 8601 instant, e.g. 2027-01-01T00:00:00+08:00 (default: on approval)")
+    p.add_argument("--comment", "-m", default="")
+    p = remote("approve", "approve a release (not your own, not of a version you wrote)", cmd_approve)
+    p.add_argument("release_id")
+    p.add_argument("--comment", "-m", default="")
+    p = remote("reject", "reject a pending release, or cancel an approved one before it takes effect", cmd_reject)
+    p.add_argument("release_id")
+    p.add_argument("--comment", "-m", default="")
+    p = remote("releases", "releases and their status", cmd_releases)
+    p.add_argument("name", nargs="?")
+    p.add_argument("--status", choices=sorted(_RELEASE_STATUS))
     p = remote("export", "write a version's YAML", cmd_export)
     p.add_argument("name")
     p.add_argument("--version", type=int, default=0)

@@ -1,18 +1,19 @@
 """kequn.rules.v1.RuleStoreService: the rule store of one service's kinds."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
 from services.common.auth import current_principal
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paging import decode_token, encode_token, page_size
 
 from .admin import RuleAdmin, problems_error
 from .document import DocumentSyntaxError, parse_yaml
+from .releases import STATUSES, Release
 from .store import VersionRecord
 
 SERVICE_NAME = "kequn.rules.v1.RuleStoreService"
@@ -40,6 +41,19 @@ def version_message(record: VersionRecord) -> rules_pb2.RulesetVersion:
     )
 
 
+_RELEASE_STATUS = {name: getattr(rules_pb2, f"RELEASE_STATUS_{name}") for name in STATUSES}
+_RELEASE_STATUS_NAME = {number: name for name, number in _RELEASE_STATUS.items()}
+
+
+def release_message(release: Release) -> rules_pb2.Release:
+    return rules_pb2.Release(
+        release_id=release.release_id, name=release.name, version=release.version,
+        status=_RELEASE_STATUS[release.status], requested_by=release.requested_by, decided_by=release.decided_by,
+        effective_from=_timestamp(release.effective_from), comment=release.comment,
+        decision_comment=release.decision_comment, requested_at=_timestamp(release.requested_at),
+        decided_at=_timestamp(release.decided_at), activated_at=_timestamp(release.activated_at))
+
+
 def _require(**fields) -> None:
     missing = [(name, "required") for name, value in fields.items() if not value]
     if missing:
@@ -50,9 +64,10 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
     """Serves only the kinds of the service it runs in: another service's
     rulesets are NOT_FOUND here."""
 
-    def __init__(self, admin: RuleAdmin, served_kinds: set[str]):
+    def __init__(self, admin: RuleAdmin, served_kinds: set[str], population=None):
         self.admin = admin
         self.kinds = served_kinds
+        self.population = population  # PopulationSimulator of this service, if it stores one
 
     def _own(self, name: str) -> None:
         if name not in set(self.admin.store.names(self.kinds)):
@@ -156,3 +171,50 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
         more = start + size < len(names)
         return rules_pb2.ListRulesetsResponse(rulesets=summaries,
                                               next_page_token=encode_token(start + size) if more else "")
+
+    def SimulatePopulation(self, request, context):
+        _require(name=request.name, version=request.version)
+        self._own(request.name)
+        if self.population is None:
+            raise FailedPrecondition("this service stores no population to simulate against",
+                                     reason="NO_POPULATION")
+        yield from self.population.stream(request, context)
+
+    # -- releases (four eyes, effective dates) --------------------------------
+    def _own_release(self, release_id: str) -> None:
+        _require(release_id=release_id)
+        self._own(self.admin.releases.get(release_id).name)
+
+    def RequestRelease(self, request, context):
+        _require(name=request.name, version=request.version)
+        self._own(request.name)
+        effective = request.effective_from.ToDatetime(tzinfo=timezone.utc) \
+            if request.HasField("effective_from") else None
+        release = self.admin.request_release(request.name, request.version, effective, current_principal().name,
+                                             request.comment, request.request_id or None)
+        return release_message(release)
+
+    def ApproveRelease(self, request, context):
+        self._own_release(request.release_id)
+        return release_message(self.admin.approve_release(request.release_id, current_principal().name,
+                                                          request.comment))
+
+    def RejectRelease(self, request, context):
+        self._own_release(request.release_id)
+        return release_message(self.admin.reject_release(request.release_id, current_principal().name,
+                                                         request.comment))
+
+    def ListReleases(self, request, context):
+        size = page_size(request.page_size)
+        if request.status and request.status not in _RELEASE_STATUS_NAME:
+            raise InvalidArgument(violations=[("status", "unknown release status")])
+        if request.name:
+            self._own(request.name)
+        names = [request.name] if request.name else self.admin.store.names(self.kinds)
+        start = decode_token(request.page_token) or 0
+        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+            raise InvalidArgument(violations=[("page_token", "not a page token returned by this service")])
+        found = self.admin.releases.list(names, _RELEASE_STATUS_NAME.get(request.status, ""), start, size + 1)
+        return rules_pb2.ListReleasesResponse(
+            releases=[release_message(r) for r in found[:size]],
+            next_page_token=encode_token(start + size) if len(found) > size else "")

@@ -104,6 +104,13 @@ def install_default_rules(spec: ServiceSpec, admin: RuleAdmin) -> list[str]:
     return admin.install_defaults(Path(spec.rulesets_dir), {k.name for k in spec.kinds})
 
 
+def release_lead_seconds() -> float:
+    """How long before its effective_from a release must be approved (and
+    the last moment it can be cancelled): longer than every replica's poll
+    interval, so all of them hold the final word before the instant."""
+    return float(os.environ.get("KEQUN_RULES_RELEASE_LEAD_SECONDS", "60"))
+
+
 def build_context(spec: ServiceSpec, config: ServiceConfig, registry: CollectorRegistry | None = None
                   ) -> ServiceContext:
     migrate(spec, config.database_url)
@@ -112,7 +119,7 @@ def build_context(spec: ServiceSpec, config: ServiceConfig, registry: CollectorR
     kinds = KindRegistry(spec.kinds)
     engine = default_engine()
     store = RuleStore(db)
-    admin = RuleAdmin(store, kinds, engine)
+    admin = RuleAdmin(store, kinds, engine, lead_seconds=release_lead_seconds())
     install_default_rules(spec, admin)
     runtime = RuleRuntime(store, kinds, engine, poll_seconds=config.rules_poll_seconds, registry=registry)
     runtime.start()
