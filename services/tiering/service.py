@@ -162,11 +162,12 @@ class TieringService:
         return outcomes
 
     def evaluate_chunk(self, requests: Sequence[EvaluateRequest]) -> list[Outcome]:
-        tiers = self.rules.active(TIERS_RULESET)
-        groups = self.rules.active(GROUPS_RULESET)
+        now = self.clock()
+        # The versions in force at the decision's instant (a release may switch at any moment).
+        tiers = self.rules.active(TIERS_RULESET, at=now)
+        groups = self.rules.active(GROUPS_RULESET, at=now)
         scheme = self._scheme(tiers)
         card_levels = list(groups.document.parameters.get("card_levels") or ())
-        now = self.clock()
         today = now.date().isoformat()
         origin = audit_context() if any(r.origin is None and not r.dry_run for r in requests) else None
         outcomes: list[Outcome | None] = [None] * len(requests)
