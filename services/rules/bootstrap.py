@@ -27,6 +27,7 @@ from .api import SERVICE_NAME as RULES_SERVICE_NAME
 from .api import RuleStoreServicer
 from .engine import default_engine
 from .kinds import KindRegistry, KindSpec
+from .population import PopulationSimulator
 from .runtime import RuleRuntime
 from .store import RuleStore
 from .testing import migrate_rules
@@ -89,6 +90,8 @@ class ServiceSpec:
     migrations_dir: Path | None
     build: Callable[[ServiceContext], list[Servicer]]
     demo: Callable[[ServiceContext], None] | None = None
+    # What SimulatePopulation runs a candidate against (population.py); None = nothing stored.
+    population: Callable[[ServiceContext], Any] | None = None
 
 
 def migrate(spec: ServiceSpec, database_url: str) -> None:
@@ -142,8 +145,10 @@ def build_service(spec: ServiceSpec, config: ServiceConfig | None = None) -> tup
     config = config or ServiceConfig.from_env(spec.name)
     ctx = build_context(spec, config)
     servicers = list(spec.build(ctx))
+    population = PopulationSimulator(ctx.admin, spec.population(ctx)) if spec.population else None
     servicers.append(Servicer(rules_pb2_grpc.add_RuleStoreServiceServicer_to_server,
-                              RuleStoreServicer(ctx.admin, {k.name for k in spec.kinds}), RULES_SERVICE_NAME))
+                              RuleStoreServicer(ctx.admin, {k.name for k in spec.kinds}, population),
+                              RULES_SERVICE_NAME))
     server = build_server(
         config,
         registry=ctx.registry,

@@ -257,7 +257,8 @@ class TieringService:
                 before = states.get(s.customer_id)
                 decision, after = decide(s, before, answer, scheme, (tiers.name, tiers.version), home, fact)
                 item = PendingWrite(s, decision, uuid.uuid4().hex, r.request_id or None, before, after,
-                                    feed_worthy(decision, before), r.origin or origin)
+                                    feed_worthy(decision, before), r.origin or origin,
+                                    groups=(groups.name, groups.version))
                 if r.dry_run:
                     results[i] = Outcome(s.customer_id, True, StoredDecision(decision, item.decision_id, now, 0))
                     continue

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from services.common.audit import audit_rows, audit_table
 
 from .domain import CustomerState, Decision, Snapshot
+from .inputs import encode as decision_input
 
 metadata = MetaData()
 _ID = String(100)
@@ -65,6 +66,7 @@ decisions = Table(
     Column("fired", Text, nullable=False),      # JSON [[rule_id, ruleset, version], ...]
     Column("decided_at", DateTime(timezone=True), nullable=False),
     Column("cursor", BigInteger, nullable=False),  # feed cursor it appended, 0 = none
+    Column("input", Text, nullable=True),          # what it saw (inputs.py); null before tiering_0003
     Index("ix_tiering_decisions_customer_seq", "customer_id", "seq"),
 )
 
@@ -199,6 +201,7 @@ class PendingWrite:
     to_feed: bool
     origin: tuple[str, str] = ("system", "")   # (actor, x-request-id) of the caller, for the audit log
     cursor: int = 0
+    groups: tuple[str, int] = ("", 0)          # the groups ruleset version that decided, for the stored input
 
 
 class TieringRepository:
@@ -347,7 +350,8 @@ class TieringRepository:
                 "segments": _json(d.segments), "flags": _json(d.flags), "home_branch_id": d.home_branch_id,
                 "next_tier": d.next_tier, "gap_fen": d.gap_fen, "downgrade_pending": d.downgrade_pending,
                 "ruleset": d.ruleset, "ruleset_version": d.ruleset_version, "fired": _json(d.fired),
-                "decided_at": now, "cursor": item.cursor}
+                "decided_at": now, "cursor": item.cursor,
+                "input": decision_input(item.snapshot, item.before, item.groups)}
 
     @staticmethod
     def _change_row(item: PendingWrite, now: dt.datetime) -> dict:
