@@ -239,6 +239,75 @@ def cmd_releases(args) -> int:
     return 0
 
 
+def _print_matrix(title: str, transitions, code_changes, out) -> None:
+    """A migration matrix per scalar outcome (rows: from, columns: to) and
+    the codes gained and lost per list outcome."""
+    by_key: dict[str, dict[tuple[str, str], int]] = {}
+    for t in transitions:
+        by_key.setdefault(t.outcome_key, {})[(t.from_outcome, t.to_outcome)] = t.count
+    for key, cells in sorted(by_key.items()):
+        rows = sorted({f for f, _ in cells})
+        cols = sorted({to for _, to in cells})
+        width = max([len(key) + 8, *(len(r or "-") for r in rows)]) + 2
+        colw = max([8, *(len(c or "-") + 2 for c in cols)])
+        print(f"\n{title} {key}: from (active) \u2193 / to (candidate) \u2192", file=out)
+        print(" " * width + "".join(f"{c or '-':>{colw}}" for c in cols), file=out)
+        for r in rows:
+            print(f"{r or '-':<{width}}" + "".join(f"{cells.get((r, c), 0) or '.':>{colw}}" for c in cols), file=out)
+    if code_changes:
+        print(f"\n{title} groups and flags:", file=out)
+        for c in code_changes:
+            print(f"  {c.outcome_key:<10} {c.code:<24} +{c.gained:<8} -{c.lost:<8}", file=out)
+
+
+def cmd_simulate(args) -> int:
+    text = Path(args.file).read_text(encoding="utf-8")
+    try:
+        raw = parse_yaml(text)
+    except DocumentSyntaxError as exc:
+        raise SystemExit(f"{args.file}: {exc}")
+    if not args.population:
+        raise SystemExit("give --population: the candidate against every stored customer")
+    service = args.service or registry.service_of_kind(str(raw.get("kind")))
+    stub = _stub(service)
+    created = stub.CreateRulesetVersion(rules_pb2.CreateRulesetVersionRequest(
+        name=str(raw.get("name")), document=text, comment=args.comment or "simulation candidate")).ruleset_version
+    print(f"created {created.name} v{created.version} (DRAFT) on {service}; simulating...", file=sys.stderr)
+    result = None
+    for message in stub.SimulatePopulation(rules_pb2.SimulatePopulationRequest(
+            name=created.name, version=created.version, branch_id=args.branch or "")):
+        if message.done:
+            result = message.result
+        else:
+            print(f"  {message.evaluated:,} / {message.total:,}", file=sys.stderr)
+    if result is None:
+        raise SystemExit("the simulation ended without a result")
+    print(f"{created.name}: candidate v{result.candidate_version} against active v{result.active_version}: "
+          f"{result.total:,} evaluated, {result.changed:,} changed, {result.skipped:,} skipped "
+          f"({result.elapsed_ms / 1000:.1f} s)")
+    _print_matrix("all branches,", result.transitions, result.code_changes, sys.stdout)
+    if args.by_branch:
+        for b in result.branches:
+            print(f"\n== branch {b.branch_id or '-'}: {b.total:,} evaluated, {b.changed:,} changed")
+            _print_matrix(f"branch {b.branch_id or '-'},", b.transitions, b.code_changes, sys.stdout)
+    if args.csv:
+        import csv
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["branch_id", "outcome_key", "from", "to", "code", "count", "gained", "lost",
+                             "example_ids"])
+            for branch_id, transitions, codes in [("*", result.transitions, result.code_changes)] + [
+                    (b.branch_id, b.transitions, b.code_changes) for b in result.branches]:
+                for t in transitions:
+                    writer.writerow([branch_id, t.outcome_key, t.from_outcome, t.to_outcome, "", t.count, "", "",
+                                     " ".join(t.example_ids)])
+                for c in codes:
+                    writer.writerow([branch_id, c.outcome_key, "", "", c.code, "", c.gained, c.lost,
+                                     " ".join([*c.gained_example_ids, *c.lost_example_ids])])
+        print(f"\nwrote {args.csv} (branch_id * = all branches)")
+    return 0
+
+
 def cmd_export(args) -> int:
     service = _service_for_name(args.name, args.service)
     document = _get(service, args.name, args.version).document
@@ -304,6 +373,13 @@ def register(subparsers) -> None:
     p = remote("releases", "releases and their status", cmd_releases)
     p.add_argument("name", nargs="?")
     p.add_argument("--status", choices=sorted(_RELEASE_STATUS))
+    p = remote("simulate", "a candidate FILE against the service's whole stored population", cmd_simulate)
+    p.add_argument("file")
+    p.add_argument("--population", action="store_true", help="every stored customer's latest snapshot")
+    p.add_argument("--branch", help="only this branch's customers")
+    p.add_argument("--by-branch", action="store_true", help="print the matrix of every branch too")
+    p.add_argument("--csv", help="write every cell (overall and per branch) with example ids to this file")
+    p.add_argument("--comment", "-m", default="")
     p = remote("export", "write a version's YAML", cmd_export)
     p.add_argument("name")
     p.add_argument("--version", type=int, default=0)
