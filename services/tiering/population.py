@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from sqlalchemy import text
 
 from .domain import project, rule_facts
-from .inputs import FORMAT, snapshot_of
+from .inputs import FORMAT, SnapshotValues
 
 CHUNK = 2000
 
@@ -31,7 +31,7 @@ def facts_of(input_text: str | None, home_branch_id: str, fields: frozenset[str]
     fmt, snapshot, *_ = json.loads(input_text)
     if fmt != FORMAT:
         return None
-    return project(rule_facts(snapshot_of(snapshot), home_branch_id), fields)
+    return project(rule_facts(SnapshotValues._make(snapshot), home_branch_id), fields)
 
 
 @dataclass(frozen=True)

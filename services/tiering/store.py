@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -97,6 +98,9 @@ changes = Table(
 audit_log = audit_table(metadata, "tiering_audit_log")
 
 COPY_FROM_ROWS = 50
+# Off only to measure what keeping decision inputs costs (bench/tiering_bench.py
+# --inputs-overhead); without them ExplainDecision and SimulatePopulation have nothing to work on.
+STORE_INPUTS = os.environ.get("KEQUN_TIERING_DECISION_INPUTS", "1") != "0"
 FEED_LOCK_KEY = 0x7469657269  # "tieri": the advisory lock serialising feed appends
 
 
@@ -351,7 +355,7 @@ class TieringRepository:
                 "next_tier": d.next_tier, "gap_fen": d.gap_fen, "downgrade_pending": d.downgrade_pending,
                 "ruleset": d.ruleset, "ruleset_version": d.ruleset_version, "fired": _json(d.fired),
                 "decided_at": now, "cursor": item.cursor,
-                "input": decision_input(item.snapshot, item.before, item.groups)}
+                "input": decision_input(item.snapshot, item.before, item.groups) if STORE_INPUTS else None}
 
     @staticmethod
     def _change_row(item: PendingWrite, now: dt.datetime) -> dict:
