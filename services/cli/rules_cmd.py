@@ -273,11 +273,13 @@ def cmd_simulate(args) -> int:
     created = stub.CreateRulesetVersion(rules_pb2.CreateRulesetVersionRequest(
         name=str(raw.get("name")), document=text, comment=args.comment or "simulation candidate")).ruleset_version
     print(f"created {created.name} v{created.version} (DRAFT) on {service}; simulating...", file=sys.stderr)
-    result = None
+    result, changes = None, []
     for message in stub.SimulatePopulation(rules_pb2.SimulatePopulationRequest(
-            name=created.name, version=created.version, branch_id=args.branch or "")):
+            name=created.name, version=created.version, branch_id=args.branch or "", include_changes=args.impact)):
         if message.done:
             result = message.result
+        elif message.changes:
+            changes.extend(message.changes)
         else:
             print(f"  {message.evaluated:,} / {message.total:,}", file=sys.stderr)
     if result is None:
@@ -305,7 +307,53 @@ def cmd_simulate(args) -> int:
                     writer.writerow([branch_id, c.outcome_key, "", "", c.code, "", c.gained, c.lost,
                                      " ".join([*c.gained_example_ids, *c.lost_example_ids])])
         print(f"\nwrote {args.csv} (branch_id * = all branches)")
+    if args.impact:
+        _print_impact(service, changes)
     return 0
+
+
+def _print_impact(service: str, changes) -> None:
+    """Downstream: the changed customers' simulated outcomes to assignment
+    (books) and benefits (entitlements, budgets), each in a dry run."""
+    from kequn.assignment.v1 import assignment_pb2, assignment_pb2_grpc
+    from kequn.benefits.v1 import benefits_pb2, benefits_pb2_grpc
+    from kequn.common.v1 import common_pb2
+    if service != "tiering":
+        print("\n(downstream impact is reported for tiering candidates only)")
+        return
+    outcomes = [common_pb2.SimulatedOutcome(
+        customer_id=c.id, tier=c.outcome.get("tier", ""), groups_changed=bool(c.codes),
+        segments=c.codes["segments"].codes if "segments" in c.codes else [],
+        flags=c.codes["flags"].codes if "flags" in c.codes else []) for c in changes]
+    print(f"\n== downstream impact of the {len(outcomes):,} customers whose outcome changes")
+
+    def batches(request_type):
+        for start in range(0, len(outcomes), 1000):
+            yield request_type(outcomes=outcomes[start:start + 1000])
+    token = token_for(_ACTING_AS["name"])
+    try:
+        books = assignment_pb2_grpc.AssignmentServiceStub(dial(service_target("assignment"), token)) \
+            .SimulateTierChanges(batches(assignment_pb2.SimulateTierChangesRequest))
+        print(f"\nbooks (assignment dry run; {books.simulated:,} customers known, {books.unknown:,} not yet):")
+        for title, rows in (("unplaced", books.unplaced), ("need a new manager", books.new_manager)):
+            print(f"  {title}: branch / role{' / reason' if title == 'unplaced' else ''}: as stored -> with candidate")
+            for r in rows:
+                print(f"    {r.branch_id:<12} {r.role:<16} {r.reason:<16} {r.baseline:>8,} -> {r.candidate:,}")
+        for b in books.full_books:
+            print(f"  full book: {b.staff_id} ({b.role}, {b.branch_id}) {b.load}/{b.max}, {b.waiting:,} waiting")
+    except grpc.RpcError as exc:
+        print(f"  assignment: {exc.code().name} {exc.details()}", file=sys.stderr)
+    try:
+        benefits = benefits_pb2_grpc.BenefitsServiceStub(dial(service_target("benefits"), token)) \
+            .SimulateTierChanges(batches(benefits_pb2.SimulateTierChangesRequest))
+        print(f"\nbenefits ({benefits.simulated:,} customers): entitlements gained / lost")
+        for b in benefits.benefits:
+            print(f"    {b.benefit_id:<24} +{b.gained:<8,} -{b.lost:,}")
+        for b in benefits.budgets:
+            print(f"  budget {b.group:<16} {b.period:<8} needs {b.needed_fen / 100:>14,.2f} CNY "
+                  f"(left {b.remaining_fen / 100:,.2f})")
+    except grpc.RpcError as exc:
+        print(f"  benefits: {exc.code().name} {exc.details()}", file=sys.stderr)
 
 
 def cmd_export(args) -> int:
@@ -379,6 +427,8 @@ def register(subparsers) -> None:
     p.add_argument("--branch", help="only this branch's customers")
     p.add_argument("--by-branch", action="store_true", help="print the matrix of every branch too")
     p.add_argument("--csv", help="write every cell (overall and per branch) with example ids to this file")
+    p.add_argument("--impact", action="store_true",
+                   help="also what the changes do downstream: books (assignment) and benefits, in dry runs")
     p.add_argument("--comment", "-m", default="")
     p = remote("export", "write a version's YAML", cmd_export)
     p.add_argument("name")

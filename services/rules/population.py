@@ -67,6 +67,8 @@ class Tally:
     branches: dict = field(default_factory=dict)
     # any cell or code key -> a few ids
     examples: dict = field(default_factory=dict)
+    # with include_changes: (id, branch, candidate outcome) of every changed item
+    changes: list = field(default_factory=list)
 
     def example(self, key: tuple, item_id: str) -> None:
         found = self.examples.setdefault(key, [])
@@ -86,6 +88,7 @@ class Tally:
         for key, ids in other.examples.items():
             for item_id in ids:
                 self.example(key, item_id)
+        self.changes.extend(other.changes)
 
 
 def _text(value: Any) -> str:
@@ -129,6 +132,7 @@ class Job:
     list_keys: frozenset[str]
     branch_id: str
     parts: int
+    include_changes: bool = False
 
 
 def _load(engine: RuleEngine, document: str, version: int, list_keys):
@@ -150,7 +154,9 @@ def run_partition(job: Job, part: int, report: Callable[[int], None] | None = No
             after = new.evaluate_many(facts)
             before = old.evaluate_many(facts) if old else [None] * len(facts)
             for (item_id, branch, _), b, a in zip(usable, before, after):
-                compare(tally, item_id, branch, b.outcome if b else {}, a.outcome, job.list_keys)
+                if compare(tally, item_id, branch, b.outcome if b else {}, a.outcome, job.list_keys) \
+                        and job.include_changes:
+                    tally.changes.append((item_id, branch, dict(a.outcome)))
             if report:
                 report(len(chunk))
     finally:
@@ -189,7 +195,8 @@ class PopulationSimulator:
         self.source = source
         self.workers = workers or workers_default()
 
-    def job(self, name: str, version: int, branch_id: str = "") -> tuple[Job, int, int]:
+    def job(self, name: str, version: int, branch_id: str = "",
+            include_changes: bool = False) -> tuple[Job, int, int]:
         candidate = self.admin.store.get(name, version)
         kind = self.admin.kinds.get(candidate.kind)
         if kind is None:
@@ -201,14 +208,14 @@ class PopulationSimulator:
         from .validation import list_keys
         job = Job(self.source, (candidate.document, candidate.version),
                   (active.document, active.version) if active else None, frozenset(list_keys(kind)),
-                  branch_id, self.workers)
+                  branch_id, self.workers, include_changes)
         return job, candidate.version, active.version if active else 0
 
     def run(self, name: str, version: int, branch_id: str = "",
             progress: Callable[[int, int], None] | None = None,
-            cancelled: Callable[[], bool] = lambda: False) -> PopulationResult:
+            cancelled: Callable[[], bool] = lambda: False, include_changes: bool = False) -> PopulationResult:
         started = time.perf_counter()
-        job, candidate_version, active_version = self.job(name, version, branch_id)
+        job, candidate_version, active_version = self.job(name, version, branch_id, include_changes)
         total = self.source.count(branch_id)
         if progress:
             progress(0, total)
@@ -253,7 +260,7 @@ class PopulationSimulator:
         """The SimulatePopulation RPC: progress messages, then the result."""
         import threading
 
-        from .population_proto import progress_message, result_message
+        from .population_proto import changes_messages, progress_message, result_message
         messages: "queue_module.Queue" = queue_module.Queue()
         outcome: dict = {}
 
@@ -261,7 +268,7 @@ class PopulationSimulator:
             try:
                 outcome["result"] = self.run(request.name, request.version, request.branch_id,
                                              lambda n, total: messages.put(progress_message(n, total)),
-                                             lambda: not context.is_active())
+                                             lambda: not context.is_active(), request.include_changes)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the RPC's thread
                 outcome["error"] = exc
             finally:
@@ -277,4 +284,5 @@ class PopulationSimulator:
         worker.join()
         if "error" in outcome:
             raise outcome["error"]
+        yield from changes_messages(outcome["result"])
         yield result_message(outcome["result"])

@@ -29,6 +29,26 @@ def _code_changes(tally: Tally, scope: str | None) -> list[rules_pb2.CodeChange]
             for (key, code), row in sorted(rows.items())]
 
 
+CHANGES_PER_MESSAGE = 1000
+
+
+def changes_messages(result: PopulationResult):
+    """The changed items (include_changes), in messages before the result."""
+    t = result.tally
+    total = t.total + t.skipped
+    for start in range(0, len(t.changes), CHANGES_PER_MESSAGE):
+        items = []
+        for item_id, branch, outcome in t.changes[start:start + CHANGES_PER_MESSAGE]:
+            item = rules_pb2.SimulatedItem(id=item_id, branch_id=branch)
+            for key, value in outcome.items():
+                if isinstance(value, list):
+                    item.codes[key].codes.extend(sorted(map(str, value)))
+                elif value is not None:
+                    item.outcome[key] = str(value)
+            items.append(item)
+        yield rules_pb2.SimulationProgress(evaluated=total, total=total, done=False, changes=items)
+
+
 def simulation_message(result: PopulationResult) -> rules_pb2.PopulationSimulation:
     t = result.tally
     branches = [rules_pb2.BranchSimulation(branch_id=branch, total=counts[0], changed=counts[1],

@@ -133,3 +133,21 @@ def test_one_branch_only(harness):
     result = simulator.run("tiering.tiers", version, branch_id=branch_id)
     assert result.tally.total == homes[branch_id]
     assert set(result.tally.branches) == {branch_id}
+
+
+def test_include_changes_lists_exactly_the_customers_who_move_with_their_new_outcome(harness):
+    population = _store_population(harness)
+    version = _draft(harness, (ROOT / "rulesets" / "alternatives" / "seed002_monthly.yaml").read_text(
+        encoding="utf-8"))
+    simulator = PopulationSimulator(harness.runtime.admin, TieringPopulation(harness.url), workers=2)
+    result = simulator.run("tiering.tiers", version, include_changes=True)
+    active, candidate = harness.runtime.active("tiering.tiers"), harness.runtime.version("tiering.tiers", version)
+    expected = {}
+    for cid, (snapshot, home) in population.items():
+        facts = rule_facts(snapshot, home)
+        before = active.evaluate(project(facts, active.loaded.compiled.fields)).outcome["tier"]
+        after = candidate.evaluate(project(facts, candidate.loaded.compiled.fields)).outcome["tier"]
+        if before != after:
+            expected[cid] = (home, after)
+    assert expected and {cid: (branch, o["tier"]) for cid, branch, o in result.tally.changes} == expected
+    assert result.tally.changed == len(expected)

@@ -74,6 +74,12 @@ class AssignmentServiceStub:
     """Change requests by status and branch; paged, newest first."""
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_assignment_pb2.ListAuditEventsRequest, _assignment_pb2.ListAuditEventsResponse]
     """The audit trail; paged, newest first."""
+    SimulateTierChanges: _grpc.StreamUnaryMultiCallable[_assignment_pb2.SimulateTierChangesRequest, _assignment_pb2.SimulateTierChangesResponse]
+    """Downstream impact of a tier candidate (issue 15): the whole population
+    planned in a dry run as stored and with the simulated tiers streamed in
+    (batches of customers tiering's SimulatePopulation says would change).
+    Writes nothing.
+    """
 
 @_typing.type_check_only
 class AssignmentServiceAsyncStub(AssignmentServiceStub):
@@ -114,6 +120,12 @@ class AssignmentServiceAsyncStub(AssignmentServiceStub):
     """Change requests by status and branch; paged, newest first."""
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_assignment_pb2.ListAuditEventsRequest, _assignment_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """The audit trail; paged, newest first."""
+    SimulateTierChanges: _aio.StreamUnaryMultiCallable[_assignment_pb2.SimulateTierChangesRequest, _assignment_pb2.SimulateTierChangesResponse]  # type: ignore[assignment]
+    """Downstream impact of a tier candidate (issue 15): the whole population
+    planned in a dry run as stored and with the simulated tiers streamed in
+    (batches of customers tiering's SimulatePopulation says would change).
+    Writes nothing.
+    """
 
 class AssignmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """AssignmentService places customers in staff books and manages changes."""
@@ -229,5 +241,17 @@ class AssignmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assignment_pb2.ListAuditEventsResponse, _abc.Awaitable[_assignment_pb2.ListAuditEventsResponse]]:
         """The audit trail; paged, newest first."""
+
+    @_abc_1.abstractmethod
+    def SimulateTierChanges(
+        self,
+        request_iterator: _MaybeAsyncIterator[_assignment_pb2.SimulateTierChangesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_assignment_pb2.SimulateTierChangesResponse, _abc.Awaitable[_assignment_pb2.SimulateTierChangesResponse]]:
+        """Downstream impact of a tier candidate (issue 15): the whole population
+        planned in a dry run as stored and with the simulated tiers streamed in
+        (batches of customers tiering's SimulatePopulation says would change).
+        Writes nothing.
+        """
 
 def add_AssignmentServiceServicer_to_server(servicer: AssignmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -70,6 +70,12 @@ class BenefitsServiceStub:
     GetPointsBalance: _grpc.UnaryUnaryMultiCallable[_benefits_pb2.GetPointsBalanceRequest, _benefits_pb2.GetPointsBalanceResponse]
     Reconcile: _grpc.UnaryUnaryMultiCallable[_benefits_pb2.ReconcileRequest, _benefits_pb2.ReconcileResponse]
     """Cross-checks claims against stock, budget and points ledgers."""
+    SimulateTierChanges: _grpc.StreamUnaryMultiCallable[_benefits_pb2.SimulateTierChangesRequest, _benefits_pb2.SimulateTierChangesResponse]
+    """Downstream impact of a tier or groups candidate (issue 15): for the
+    customers streamed in, entitlements gained and lost per benefit (their
+    current profile vs the simulated one) and the budget that changes need
+    per budget group for the current period. Writes nothing.
+    """
 
 @_typing.type_check_only
 class BenefitsServiceAsyncStub(BenefitsServiceStub):
@@ -106,6 +112,12 @@ class BenefitsServiceAsyncStub(BenefitsServiceStub):
     GetPointsBalance: _aio.UnaryUnaryMultiCallable[_benefits_pb2.GetPointsBalanceRequest, _benefits_pb2.GetPointsBalanceResponse]  # type: ignore[assignment]
     Reconcile: _aio.UnaryUnaryMultiCallable[_benefits_pb2.ReconcileRequest, _benefits_pb2.ReconcileResponse]  # type: ignore[assignment]
     """Cross-checks claims against stock, budget and points ledgers."""
+    SimulateTierChanges: _aio.StreamUnaryMultiCallable[_benefits_pb2.SimulateTierChangesRequest, _benefits_pb2.SimulateTierChangesResponse]  # type: ignore[assignment]
+    """Downstream impact of a tier or groups candidate (issue 15): for the
+    customers streamed in, entitlements gained and lost per benefit (their
+    current profile vs the simulated one) and the budget that changes need
+    per budget group for the current period. Writes nothing.
+    """
 
 class BenefitsServiceServicer(metaclass=_abc_1.ABCMeta):
     """BenefitsService lists, claims and administers benefits."""
@@ -223,5 +235,17 @@ class BenefitsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_benefits_pb2.ReconcileResponse, _abc.Awaitable[_benefits_pb2.ReconcileResponse]]:
         """Cross-checks claims against stock, budget and points ledgers."""
+
+    @_abc_1.abstractmethod
+    def SimulateTierChanges(
+        self,
+        request_iterator: _MaybeAsyncIterator[_benefits_pb2.SimulateTierChangesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_benefits_pb2.SimulateTierChangesResponse, _abc.Awaitable[_benefits_pb2.SimulateTierChangesResponse]]:
+        """Downstream impact of a tier or groups candidate (issue 15): for the
+        customers streamed in, entitlements gained and lost per benefit (their
+        current profile vs the simulated one) and the budget that changes need
+        per budget group for the current period. Writes nothing.
+        """
 
 def add_BenefitsServiceServicer_to_server(servicer: BenefitsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -765,25 +765,130 @@ class SimulatePopulationRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     BRANCH_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_CHANGES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     """The candidate version (typically a DRAFT)."""
     branch_id: _builtins.str
     """Only this branch's population (tiering: home branch); empty = all."""
+    include_changes: _builtins.bool
+    """Also stream every item whose outcome changes, with the candidate's
+    outcome (for the downstream services' dry runs).
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         version: _builtins.int = ...,
         branch_id: _builtins.str = ...,
+        include_changes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "include_changes", b"include_changes", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SimulatePopulationRequest: _TypeAlias = SimulatePopulationRequest  # noqa: Y015
+
+@_typing.final
+class CodeList(_message.Message):
+    """A list outcome's codes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        codes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codes", b"codes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CodeList: _TypeAlias = CodeList  # noqa: Y015
+
+@_typing.final
+class SimulatedItem(_message.Message):
+    """One item whose outcome the candidate changes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OutcomeEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CodesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___CodeList: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___CodeList | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CODES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    branch_id: _builtins.str
+    @_builtins.property
+    def outcome(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The candidate's scalar outcomes (e.g. "tier")."""
+
+    @_builtins.property
+    def codes(self) -> _containers.MessageMap[_builtins.str, Global___CodeList]:
+        """The candidate's list outcomes (e.g. "segments", "flags")."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+        outcome: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        codes: _abc.Mapping[_builtins.str, Global___CodeList] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "codes", b"codes", "id", b"id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulatedItem: _TypeAlias = SimulatedItem  # noqa: Y015
 
 @_typing.final
 class CodeChange(_message.Message):
@@ -929,6 +1034,7 @@ class SimulationProgress(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
     evaluated: _builtins.int
     """Items evaluated so far, of total."""
     total: _builtins.int
@@ -936,6 +1042,10 @@ class SimulationProgress(_message.Message):
     """True on the last message, which carries the result."""
     @_builtins.property
     def result(self) -> Global___PopulationSimulation: ...
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimulatedItem]:
+        """With include_changes: changed items, in messages before the last."""
+
     def __init__(
         self,
         *,
@@ -943,10 +1053,11 @@ class SimulationProgress(_message.Message):
         total: _builtins.int = ...,
         done: _builtins.bool = ...,
         result: Global___PopulationSimulation | None = ...,
+        changes: _abc.Iterable[Global___SimulatedItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "evaluated", b"evaluated", "result", b"result", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "done", b"done", "evaluated", b"evaluated", "result", b"result", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
