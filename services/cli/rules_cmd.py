@@ -292,8 +292,9 @@ def cmd_simulate(args) -> int:
         for b in result.branches:
             print(f"\n== branch {b.branch_id or '-'}: {b.total:,} evaluated, {b.changed:,} changed")
             _print_matrix(f"branch {b.branch_id or '-'},", b.transitions, b.code_changes, sys.stdout)
-    if args.csv:
+    if not args.no_csv:
         import csv
+        args.csv = args.csv or f"population-{created.name}-v{created.version}.csv"
         with open(args.csv, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["branch_id", "outcome_key", "from", "to", "code", "count", "gained", "lost",
@@ -426,7 +427,9 @@ def register(subparsers) -> None:
     p.add_argument("--population", action="store_true", help="every stored customer's latest snapshot")
     p.add_argument("--branch", help="only this branch's customers")
     p.add_argument("--by-branch", action="store_true", help="print the matrix of every branch too")
-    p.add_argument("--csv", help="write every cell (overall and per branch) with example ids to this file")
+    p.add_argument("--csv", help="where to write every cell (overall and per branch) with example ids "
+                                 "(default: population-NAME-vN.csv here)")
+    p.add_argument("--no-csv", action="store_true", help="print only")
     p.add_argument("--impact", action="store_true",
                    help="also what the changes do downstream: books (assignment) and benefits, in dry runs")
     p.add_argument("--comment", "-m", default="")

@@ -62,8 +62,9 @@ def test_impact_of_a_tier_candidate_on_books_and_benefits(suite, tmp_path):
                             "input: {annual_avg_aum_fen: 30000000}, expect: {tier: WEALTH}")
     (tmp_path / "tiers2.yaml").write_text(raised, encoding="utf-8")
     env = {**os.environ, **suite.env, "KEQUN_TOKEN": suite.tokens["rule_admin"]}
-    out = subprocess.run([sys.executable, "-m", "services.cli.main", "rules", "simulate", str(tmp_path / "tiers2.yaml"),
-                          "--population", "--impact"], env=env, capture_output=True, text=True, timeout=180)
+    command = ["rules", "simulate", str(tmp_path / "tiers2.yaml"), "--population", "--impact", "--no-csv"]
+    out = subprocess.run([sys.executable, "-m", "services.cli.main", *command], env=env, capture_output=True,
+                         text=True, timeout=180)
     assert out.returncode == 0, out.stderr + out.stdout
     assert "downstream impact of the 6 customers" in out.stdout
     # Six affluent customers (no loan) all need the one lobby manager: placed, none unplaced.

@@ -7,7 +7,6 @@ decided_at (the server's clock, the same clock the version is chosen by)."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-import pytest
 
 from services.rules.population import ALL, PopulationSimulator
 from services.tiering.domain import home_branch, project, rule_facts
