@@ -116,7 +116,7 @@ def cmd_list(args) -> int:
             continue
         for summary in response.rulesets:
             print(f"{service:<11} {summary.name:<32} {summary.kind:<24} active v{summary.active_version} "
-                  f"latest v{summary.latest_version}")
+                  f"latest v{summary.latest_version}{'  four eyes' if summary.four_eyes else ''}")
     return 0
 
 
@@ -357,6 +357,14 @@ def _print_impact(service: str, changes) -> None:
         print(f"  benefits: {exc.code().name} {exc.details()}", file=sys.stderr)
 
 
+def cmd_policy(args) -> int:
+    service = _service_for_name(args.name, args.service)
+    response = _stub(service).SetReleasePolicy(rules_pb2.SetReleasePolicyRequest(
+        name=args.name, four_eyes=args.four_eyes == "on", comment=args.comment))
+    print(f"{response.name}: four eyes {'on' if response.four_eyes else 'off'}")
+    return 0
+
+
 def cmd_export(args) -> int:
     service = _service_for_name(args.name, args.service)
     document = _get(service, args.name, args.version).document
@@ -433,6 +441,10 @@ def register(subparsers) -> None:
     p.add_argument("--impact", action="store_true",
                    help="also what the changes do downstream: books (assignment) and benefits, in dry runs")
     p.add_argument("--comment", "-m", default="")
+    p = remote("policy", "set a ruleset's release policy (admin only)", cmd_policy)
+    p.add_argument("name")
+    p.add_argument("--four-eyes", choices=["on", "off"], required=True)
+    p.add_argument("--comment", "-m", required=True)
     p = remote("export", "write a version's YAML", cmd_export)
     p.add_argument("name")
     p.add_argument("--version", type=int, default=0)

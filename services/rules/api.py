@@ -167,7 +167,8 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
             latest = self.admin.store.list_versions(name)[0]
             summaries.append(rules_pb2.RulesetSummary(
                 name=name, kind=latest.kind, latest_version=latest.version,
-                active_version=active[name].version if name in active else 0))
+                active_version=active[name].version if name in active else 0,
+                four_eyes=self.admin.four_eyes(name, latest.kind)))
         more = start + size < len(names)
         return rules_pb2.ListRulesetsResponse(rulesets=summaries,
                                               next_page_token=encode_token(start + size) if more else "")
@@ -218,3 +219,9 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
         return rules_pb2.ListReleasesResponse(
             releases=[release_message(r) for r in found[:size]],
             next_page_token=encode_token(start + size) if len(found) > size else "")
+
+    def SetReleasePolicy(self, request, context):
+        _require(name=request.name, comment=request.comment)
+        self._own(request.name)
+        self.admin.releases.set_policy(request.name, request.four_eyes, current_principal().name, request.comment)
+        return rules_pb2.SetReleasePolicyResponse(name=request.name, four_eyes=self.admin.four_eyes(request.name))

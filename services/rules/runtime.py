@@ -60,6 +60,8 @@ class _Metrics:
                                ["ruleset"], registry=registry)
         self.failures = Counter("kequn_ruleset_load_failures_total", "Published versions that failed to load",
                                 ["ruleset"], registry=registry)
+        self.scheduled = Gauge("kequn_ruleset_scheduled_releases", "Approved releases loaded here, waiting for "
+                               "their effective_from", ["ruleset"], registry=registry)
 
 
 def _utcnow() -> datetime:
@@ -185,6 +187,8 @@ class RuleRuntime:
                 self.metrics.failures.labels(item.name).inc()
                 loaded = None
             plan.setdefault(item.name, []).append((item.effective_from, loaded, item.release_id))
+        for name in set(self._scheduled) | set(plan):
+            self.metrics.scheduled.labels(name).set(len(plan.get(name, ())))
         with self._lock:
             self._scheduled = {name: tuple(entries) for name, entries in plan.items()}
             wanted = {(r.name, r.version) for r in self._active.values()}

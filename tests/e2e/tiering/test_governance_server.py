@@ -85,3 +85,29 @@ def test_population_simulation_from_the_cli_and_a_decision_explained(suite, tmp_
     with pytest.raises(grpc.RpcError) as missing:
         tiering.ExplainDecision(tiering_pb2.ExplainDecisionRequest(decision_id="nope"), timeout=10)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_release_policy_is_shown_and_only_an_admin_changes_it(suite):
+    owner = rules_pb2_grpc.RuleStoreServiceStub(suite.channel("tiering", "rule_admin"))
+    listed = {r.name: r.four_eyes for r in owner.ListRulesets(rules_pb2.ListRulesetsRequest(), timeout=10).rulesets}
+    assert listed == {"tiering.tiers": True, "tiering.groups": False}
+    request = rules_pb2.SetReleasePolicyRequest(name="tiering.groups", four_eyes=True, comment="groups drive budgets")
+    with pytest.raises(grpc.RpcError) as denied:
+        owner.SetReleasePolicy(request, timeout=10)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    admin = rules_pb2_grpc.RuleStoreServiceStub(suite.channel("tiering", "admin"))
+    assert admin.SetReleasePolicy(request, timeout=10).four_eyes
+    draft = owner.CreateRulesetVersion(rules_pb2.CreateRulesetVersionRequest(
+        name="tiering.groups", document=owner.GetRuleset(rules_pb2.GetRulesetRequest(
+            name="tiering.groups")).ruleset_version.document), timeout=30).ruleset_version
+    with pytest.raises(grpc.RpcError) as refused:
+        owner.PublishRuleset(rules_pb2.PublishRulesetRequest(name="tiering.groups", version=draft.version), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+    reasons = []
+    for detail in rpc_status.from_call(refused.value).details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            reasons.append((info.domain, info.reason))
+    assert reasons == [("kequn.bank", "FOUR_EYES_REQUIRED")]

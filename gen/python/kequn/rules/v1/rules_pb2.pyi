@@ -712,11 +712,14 @@ class RulesetSummary(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     ACTIVE_VERSION_FIELD_NUMBER: _builtins.int
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    FOUR_EYES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
     active_version: _builtins.int
     """0 = nothing published yet."""
     latest_version: _builtins.int
+    four_eyes: _builtins.bool
+    """Versions are activated only through an approved release (four eyes)."""
     def __init__(
         self,
         *,
@@ -724,10 +727,11 @@ class RulesetSummary(_message.Message):
         kind: _builtins.str = ...,
         active_version: _builtins.int = ...,
         latest_version: _builtins.int = ...,
+        four_eyes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "kind", b"kind", "latest_version", b"latest_version", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "four_eyes", b"four_eyes", "kind", b"kind", "latest_version", b"latest_version", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1236,3 +1240,51 @@ class ListReleasesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListReleasesResponse: _TypeAlias = ListReleasesResponse  # noqa: Y015
+
+@_typing.final
+class SetReleasePolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FOUR_EYES_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    four_eyes: _builtins.bool
+    comment: _builtins.str
+    """Why (required: it goes on the audit trail)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        four_eyes: _builtins.bool = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "four_eyes", b"four_eyes", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetReleasePolicyRequest: _TypeAlias = SetReleasePolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetReleasePolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FOUR_EYES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    four_eyes: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        four_eyes: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["four_eyes", b"four_eyes", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetReleasePolicyResponse: _TypeAlias = SetReleasePolicyResponse  # noqa: Y015

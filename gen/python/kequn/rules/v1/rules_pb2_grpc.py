@@ -105,6 +105,11 @@ class RuleStoreServiceStub:
                 request_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesRequest.SerializeToString,
                 response_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesResponse.FromString,
                 _registered_method=True)
+        self.SetReleasePolicy = channel.unary_unary(
+                '/kequn.rules.v1.RuleStoreService/SetReleasePolicy',
+                request_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyRequest.SerializeToString,
+                response_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyResponse.FromString,
+                _registered_method=True)
 
 
 class RuleStoreServiceServicer:
@@ -223,6 +228,14 @@ class RuleStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetReleasePolicy(self, request, context):
+        """Sets one ruleset's release policy (four eyes or not), overriding its
+        kind's default; on the audit trail. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuleStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -295,6 +308,11 @@ def add_RuleStoreServiceServicer_to_server(servicer, server):
                     servicer.ListReleases,
                     request_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesRequest.FromString,
                     response_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesResponse.SerializeToString,
+            ),
+            'SetReleasePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReleasePolicy,
+                    request_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyRequest.FromString,
+                    response_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -676,6 +694,33 @@ class RuleStoreService:
             '/kequn.rules.v1.RuleStoreService/ListReleases',
             kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesRequest.SerializeToString,
             kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReleasePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.rules.v1.RuleStoreService/SetReleasePolicy',
+            kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyRequest.SerializeToString,
+            kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

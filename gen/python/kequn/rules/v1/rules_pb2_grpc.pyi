@@ -92,6 +92,10 @@ class RuleStoreServiceStub:
     """
     ListReleases: _grpc.UnaryUnaryMultiCallable[_rules_pb2.ListReleasesRequest, _rules_pb2.ListReleasesResponse]
     """Releases of the rulesets served here, newest request first; paged."""
+    SetReleasePolicy: _grpc.UnaryUnaryMultiCallable[_rules_pb2.SetReleasePolicyRequest, _rules_pb2.SetReleasePolicyResponse]
+    """Sets one ruleset's release policy (four eyes or not), overriding its
+    kind's default; on the audit trail. Admin only.
+    """
 
 @_typing.type_check_only
 class RuleStoreServiceAsyncStub(RuleStoreServiceStub):
@@ -148,6 +152,10 @@ class RuleStoreServiceAsyncStub(RuleStoreServiceStub):
     """
     ListReleases: _aio.UnaryUnaryMultiCallable[_rules_pb2.ListReleasesRequest, _rules_pb2.ListReleasesResponse]  # type: ignore[assignment]
     """Releases of the rulesets served here, newest request first; paged."""
+    SetReleasePolicy: _aio.UnaryUnaryMultiCallable[_rules_pb2.SetReleasePolicyRequest, _rules_pb2.SetReleasePolicyResponse]  # type: ignore[assignment]
+    """Sets one ruleset's release policy (four eyes or not), overriding its
+    kind's default; on the audit trail. Admin only.
+    """
 
 class RuleStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     """RuleStoreService manages ruleset versions and their life cycle."""
@@ -285,5 +293,15 @@ class RuleStoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rules_pb2.ListReleasesResponse, _abc.Awaitable[_rules_pb2.ListReleasesResponse]]:
         """Releases of the rulesets served here, newest request first; paged."""
+
+    @_abc_1.abstractmethod
+    def SetReleasePolicy(
+        self,
+        request: _rules_pb2.SetReleasePolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rules_pb2.SetReleasePolicyResponse, _abc.Awaitable[_rules_pb2.SetReleasePolicyResponse]]:
+        """Sets one ruleset's release policy (four eyes or not), overriding its
+        kind's default; on the audit trail. Admin only.
+        """
 
 def add_RuleStoreServiceServicer_to_server(servicer: RuleStoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
