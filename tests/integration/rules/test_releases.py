@@ -215,3 +215,14 @@ def test_two_approvers_at_once_activate_the_version_once(admin):
     assert set(outcomes) - {"ACTIVE"} <= {"RELEASE_NOT_PENDING", "NOT_DRAFT", "CONFLICT"}
     actions = [e["action"] for e in admin.store.events("test.tiers")]
     assert actions.count("RELEASE_ACTIVATE") == 1 and actions.count("RELEASE_APPROVE") == 1
+
+
+def test_a_repeated_request_id_returns_the_first_release(admin):
+    admin.create(V2, "alice")
+    first = admin.request_release("test.tiers", 2, None, "bob", request_id="rq-1")
+    again = admin.request_release("test.tiers", 2, None, "bob", request_id="rq-1")
+    assert again.release_id == first.release_id
+    assert len(admin.releases.list(["test.tiers"])) == 1
+    with pytest.raises(KequnError) as err:  # another request while one is open
+        admin.request_release("test.tiers", 2, None, "bob", request_id="rq-2")
+    assert err.value.reason == "CONFLICT"
