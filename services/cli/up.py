@@ -6,11 +6,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import ServiceConfig
+from services.console.config import ConsoleConfig
 
 from . import registry
 from .tokens import data_dir, dev_tokens_path, make_dev_tokens
@@ -27,9 +29,18 @@ def _healthy(target: str) -> bool:
         return False
 
 
+def _http_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
 def _wait_healthy(name: str, process: subprocess.Popen, target: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not _healthy(target):
+    check = _http_healthy if target.startswith("http") else _healthy
+    while not check(target):
         if process.poll() is not None:
             raise SystemExit(f"{name} exited with code {process.returncode} during start-up "
                              f"(see {data_dir() / 'logs' / (name + '.log')})")
@@ -55,7 +66,7 @@ def cmd_up(args) -> int:
     os.environ.setdefault("KEQUN_DATA_DIR", str(data_dir()))
     tokens = make_dev_tokens()
     env = {**os.environ, "KEQUN_SERVICE_TOKEN": tokens["service"], "KEQUN_DEMO": "0" if args.no_demo else "1"}
-    names = args.services or list(registry.SERVICES)
+    names = args.services or [*registry.SERVICES, "console"]
     processes: dict[str, subprocess.Popen] = {}
     logs = data_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -66,9 +77,16 @@ def cmd_up(args) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         for name in names:
-            config = ServiceConfig.from_env(name)
             # One JSON line per RPC is for log shippers, not for this terminal.
             log = None if args.logs_here else open(logs / f"{name}.log", "ab")
+            if name == "console":  # the web console (services/console), after the services it calls
+                console = ConsoleConfig.from_env(env)
+                processes[name] = subprocess.Popen([sys.executable, "-m", "services.console"], env=env,
+                                                   stdout=log, stderr=log, process_group=0)
+                _wait_healthy(name, processes[name], console.url + "healthz")
+                print(f"  {name:<11} {console.url}   (sign in with a token below)", flush=True)
+                continue
+            config = ServiceConfig.from_env(name)
             processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
                                                stdout=log, stderr=log, process_group=0)
             _wait_healthy(name, processes[name], f"{config.host}:{config.grpc_port}")
@@ -80,6 +98,8 @@ def cmd_up(args) -> int:
             print(f"  {role:<16} {token}")
         if not args.logs_here:
             print(f"\nLogs (one JSON line per RPC): {logs}/<service>.log")
+        if "console" in processes:
+            print(f"\nConsole: {ConsoleConfig.from_env(env).url}  (sign in with one of the tokens above)")
         print("\nPress Ctrl-C to stop.", flush=True)
         stop = {"now": False}
 
@@ -101,8 +121,8 @@ def cmd_up(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("up", help="run all four services locally with demo data")
-    p.add_argument("services", nargs="*", help="only these (default: all)")
+    p = subparsers.add_parser("up", help="run all four services and the console locally with demo data")
+    p.add_argument("services", nargs="*", help="only these (default: all four and the console)")
     p.add_argument("--no-demo", action="store_true", help="do not load demo data")
     p.add_argument("--logs-here", action="store_true", help="print the services' logs here instead of to files")
     p.set_defaults(func=cmd_up)
