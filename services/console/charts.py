@@ -9,7 +9,7 @@ from markupsafe import Markup, escape
 
 from .views import Matrix
 
-CELL_W, CELL_H, HEAD_W, HEAD_H = 84, 30, 150, 34
+CELL_W, CELL_H, HEAD_W, HEAD_H = 120, 30, 150, 34
 
 
 def _shade(count: int, peak: int) -> str:

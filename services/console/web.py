@@ -590,6 +590,8 @@ class Console:
                 raw = await upload.read()
                 if raw:
                     document = raw.decode("utf-8", errors="replace")
+            # Browsers send a textarea's lines with CRLF: store what the owner typed, with plain newlines.
+            document = document.replace("\r\n", "\n")
             comment = str(form.get("comment") or "")[:500]
             try:
                 created = await run_in_threadpool(self.backend.create_ruleset_version, ctx.token, service, name,
