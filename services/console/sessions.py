@@ -53,9 +53,9 @@ class SessionStore:
             return sum(1 for s in self._sessions.values() if s.principal is not None)
 
     def _expired(self, s: Session, now: float) -> bool:
-        if now - s.seen > self.idle:
+        if now - s.seen >= self.idle:
             return True
-        return s.principal is not None and now - s.signed_in_at > self.absolute
+        return s.principal is not None and now - s.signed_in_at >= self.absolute
 
     def get(self, sid: str | None) -> Session | None:
         if not sid:
