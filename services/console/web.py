@@ -219,9 +219,14 @@ class Console:
             if token.lower().startswith("bearer "):
                 token = token[7:].strip()
             if token and (session is None or not hmac.compare_digest(session.token, token)):
+                # The gateway's word is final: a header naming someone else, or no one
+                # valid, ends whatever session the cookie held.
                 principal = self.tokens.authenticate(token)
                 if principal is not None:
                     session, new = self.sessions.sign_in(session, token, principal), True
+                elif session is not None:
+                    self.sessions.drop(session)
+                    session = None
         if session is None:
             session, new = self.sessions.new(i18n.pick_lang(request.headers.get("accept-language"))), True
         elif session.principal is not None:

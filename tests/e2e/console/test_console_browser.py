@@ -222,3 +222,32 @@ def test_sign_in_page_is_accessible_and_a_wrong_token_is_refused(browser, world)
         assert page.locator("#me").count() == 0
     finally:
         visitor.close()
+
+
+def test_a_rule_owner_publishes_a_version_and_operations_sees_it_in_force(world, person):
+    rules = world.rules("scoring", "rule_admin")
+    name = "scoring.remote_manager"
+    active = rules.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
+    draft = rules.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
+        name=name, document=active.document + "\n# reviewed by the console test\n", comment="same card, reviewed"
+    )).ruleset_version
+
+    owner = person("rule_admin")
+    page = owner.go(f"/rules/scoring/{name}/v/{draft.version}")
+    page.get_by_label("Comment").fill("release after review")
+    page.get_by_role("button", name="Publish").click()
+    page.wait_for_load_state()
+    now_active = rules.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
+    if page.locator(".flash.ok").count():
+        assert page.locator(".flash.ok").inner_text() == f"Version {draft.version} is now in force."
+        assert now_active.version == draft.version and now_active.published_by == "rule_admin"
+        assert "in force" in page.locator("#version-status").inner_text()
+        ops = person("operations")
+        in_force = ops.go("/operations").locator("#in-force").inner_text()
+        assert f"{name}\tscoring.scorecard\t{draft.version}" in in_force
+    else:  # a four-eyes policy (second round) refuses a single-step publish, in words
+        refusal = page.locator(".flash.error").first.inner_text()
+        assert "This ruleset needs a second person to release it." in refusal, refusal
+        assert now_active.version == active.version
+        owner.errors.clear()
+    owner.check_page("rule-published")

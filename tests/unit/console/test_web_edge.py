@@ -92,6 +92,10 @@ def test_the_gateway_header_signs_in_only_when_configured(tmp_path, tokens):
     # Another person behind the same browser: the header wins, with a new session.
     page = client.get("/books?staff_id=WM-1", headers={"X-Kequn-Token": tokens["hr"]})
     assert 'id="me">hr<' in page.text
+    # A header the tokens file does not know ends the session the cookie held.
+    answer = client.get("/books?staff_id=WM-1", headers={"X-Kequn-Token": "revoked-or-forged"},
+                        follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/signin")
     # An unknown token in the header signs nobody in; the token form is off in this mode.
     fresh = TestClient(gated.app(), headers=EN)
     assert fresh.get("/books", headers={"X-Kequn-Token": "forged"}, follow_redirects=False).status_code == 303
