@@ -24,6 +24,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "customers.history": (T + "ListTierChanges",),
     "customers.managers": (A + "GetCustomerManagers",),
     "customers.entitlements": (B + "ListEntitlements",),
+    "customers.request_change": (A + "CreateChangeRequest", A + "GetCustomerManagers"),
     "scores.list": (S + "ListScores",),
     "scores.view": (S + "GetScore",),
     "rules.list": (R + "ListRulesets", R + "ListRulesetVersions", R + "GetRuleset"),

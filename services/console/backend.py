@@ -156,6 +156,13 @@ class Backend:
         return self._call("assignment", method, apb.DecideChangeRequestRequest(
             change_request_id=change_request_id, comment=comment, request_id=request_id), token, request_id)
 
+    def create_change_request(self, token: str, customer_id: str, action: str, from_staff_id: str,
+                              to_staff_id: str, reason: str, request_id: str) -> apb.ChangeRequest:
+        return self._call("assignment", self.assignment.CreateChangeRequest, apb.CreateChangeRequestRequest(
+            customer_id=customer_id, action=apb.ChangeAction.Value("CHANGE_ACTION_" + action),
+            from_staff_id=from_staff_id, to_staff_id=to_staff_id, reason=reason, request_id=request_id),
+            token, request_id)
+
     def get_customer_managers(self, token: str, customer_id: str) -> apb.CustomerManagers:
         return self._call("assignment", self.assignment.GetCustomerManagers,
                           apb.GetCustomerManagersRequest(customer_id=customer_id), token)

@@ -41,6 +41,7 @@ HERE = Path(__file__).parent
 COOKIE_PLAIN, COOKIE_HOST = "kequn_console", "__Host-kequn_console"
 CSP = ("default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self'; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CHANGE_ACTIONS = ("TRANSFER", "ADD", "REMOVE")
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 
@@ -141,6 +142,7 @@ class Console:
             Route("/approvals/{change_request_id}/decide", self.decide, methods=["POST"]),
             Route("/books", self.books),
             Route("/customers", self.customers),
+            Route("/customers/{customer_id}/change-requests", self.request_change, methods=["POST"]),
             Route("/scores", self.scores), Route("/scores/{period_id}/staff/{staff_id}", self.score),
             Route("/scores/{period_id}/csv", self.scores_csv),
             Route("/rules", self.rules),
@@ -447,6 +449,28 @@ class Console:
             customer_id = (request.query_params.get("customer_id") or "").strip()[:128]
             data = await run_in_threadpool(self._customer, ctx, customer_id) if customer_id else {}
             return self.render(ctx, "customers.html", customer_id=customer_id, **data)
+        return await self._handle(request, body)
+
+    async def request_change(self, request: Request) -> Response:
+        """A maker asks to add, remove or transfer a customer; an approver decides (maker–checker)."""
+        async def body(ctx: Ctx):
+            form = await self._form(ctx)
+            self._need(ctx, "customers", "customers.request_change")
+            customer_id = request.path_params["customer_id"]
+            action = str(form.get("action") or "")
+            if action not in CHANGE_ACTIONS:
+                raise Refused(400, "error")
+            fields = {k: str(form.get(k) or "").strip()[:128] for k in ("from_staff_id", "to_staff_id")}
+            reason = str(form.get("reason") or "").strip()[:1000]
+            try:
+                created = await run_in_threadpool(self.backend.create_change_request, ctx.token, customer_id,
+                                                  action, fields["from_staff_id"], fields["to_staff_id"], reason,
+                                                  uuid.uuid4().hex)
+                ctx.session.flash("ok", ctx.t("requested_msg", id=created.change_request_id))
+            except BackendError as exc:
+                words = i18n.reason_words(exc.reason, ctx.lang)
+                ctx.session.flash("error", f"{ctx.t('refused')}: {words} [{exc.reason}] {exc.message}")
+            return self.redirect(ctx, "/customers?customer_id=" + _urlquote(customer_id))
         return await self._handle(request, body)
 
     def _customer(self, ctx: Ctx, customer_id: str) -> dict:

@@ -69,9 +69,25 @@ def test_an_approver_approves_a_request_and_the_book_changes(world, person):
 def test_a_makers_own_request_is_refused_in_words(world, person):
     customer = "C2"
     source = world.manager(customer)
-    cr = world.request_change("branch_approver", customer, other_wm(source), "my own idea")
-
     approver = person("branch_approver")
+
+    # The approver, as a maker, asks for a transfer on the customer's page...
+    page = approver.go(f"/customers?customer_id={customer}")
+    form = page.locator("#request-change")
+    form.get_by_label("Action").select_option("TRANSFER")
+    form.get_by_label("From staff id").fill(source)
+    form.get_by_label("To staff id").fill(other_wm(source))
+    form.get_by_label("Reason").fill("my own idea")
+    approver.check_page("customers-request")
+    form.get_by_role("button", name="Send the request").click()
+    page.wait_for_load_state()
+    sent = page.locator(".flash.ok").inner_text()
+    assert sent.startswith("Change request ") and sent.endswith(" is waiting for an approver.")
+    cr = world.status_of(sent.removeprefix("Change request ").removesuffix(" is waiting for an approver."))
+    assert cr.requested_by == "branch_approver" and cr.reason == "my own idea"
+    assert cr.status == apb.CHANGE_REQUEST_STATUS_PENDING
+
+    # ...and cannot approve it: the refusal is shown in words, nothing changes.
     page = approver.go("/approvals")
     row = row_of(page, cr.change_request_id)
     assert "your own request" in row.inner_text()

@@ -38,6 +38,8 @@ def test_actions_follow_the_role_matrix(access):
     assert access.can(who("rule_admin"), "rules.upload") and access.can(who("rule_admin"), "rules.publish")
     assert not access.can(who("operations"), "rules.upload") and access.can(who("operations"), "rules.test")
     assert not access.can(who("branch_approver"), "customers.entitlements")
+    assert access.can(who("branch_staff"), "customers.request_change")  # makers
+    assert not access.can(who("mobile_banking"), "customers.request_change")
 
 
 def test_every_action_names_rpcs_the_role_matrix_knows():
