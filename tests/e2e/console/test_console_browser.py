@@ -151,6 +151,8 @@ def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on
     owner.check_page("rules")
     page.get_by_role("link", name="tiering.tiers", exact=True).click()
     page.wait_for_load_state()
+    assert "v1" in page.locator("#versions").inner_text()
+    owner.check_page("ruleset")
 
     # A broken document is refused, with the reason in words and where the problem is.
     page.get_by_label("Document (YAML)").fill("name: tiering.tiers\nbands: [")

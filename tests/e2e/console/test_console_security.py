@@ -161,3 +161,42 @@ def test_a_request_body_over_the_limit_is_refused(world):
         big = "x" * (3 * 1024 * 1024)
         answer = client.post("/rules/tiering/tiering.tiers/versions", data={"document": big, "csrf_token": csrf})
         assert answer.status_code == 413
+
+
+def test_served_over_https_the_cookie_is_secure_and_host_bound(world, tmp_path):
+    import ssl
+    import time
+
+    from services.common.testing import free_port, start_service_process
+    from tests.security.certs import CertificateAuthority
+
+    ca = CertificateAuthority(tmp_path / "pki")
+    issued = ca.issue("console", "127.0.0.1", ips=("127.0.0.1",), server=True)
+    port = free_port()
+    env = {**world.suite.env, "KEQUN_CONSOLE_PORT": str(port), "KEQUN_CONSOLE_HTTPS_CERT": str(issued.cert),
+           "KEQUN_CONSOLE_HTTPS_KEY": str(issued.key)}
+    log = open(tmp_path / "console-https.log", "ab")
+    process = start_service_process("services.console", env, stdout=log, stderr=log)
+    trust = ssl.create_default_context(cafile=str(ca.path))
+    try:
+        client = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, follow_redirects=False, timeout=30)
+        with closing(client):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    page = client.get("/signin")
+                    break
+                except httpx.TransportError:
+                    assert process.poll() is None, (tmp_path / "console-https.log").read_text()
+                    assert time.monotonic() < deadline, "console over HTTPS did not come up"
+                    time.sleep(0.3)
+            cookie = page.headers["set-cookie"]
+            assert cookie.startswith("__Host-kequn_console=") and "; Secure" in cookie and "HttpOnly" in cookie
+            answer = client.post("/signin", data={"csrf_token": csrf_of(page.text), "token": world.tokens["hr"]})
+            assert answer.status_code == 303 and "; Secure" in answer.headers["set-cookie"]
+            assert client.get("/scores").status_code == 200
+        with pytest.raises(httpx.TransportError):  # and not over plain HTTP on that port
+            httpx.get(f"http://127.0.0.1:{port}/signin", timeout=5).raise_for_status()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
