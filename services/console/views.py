@@ -13,7 +13,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 try:  # China has kept UTC+8 without DST since 1991; the fixed offset is the fallback without tzdata.
     from zoneinfo import ZoneInfo
@@ -205,6 +205,29 @@ def matrices(transitions) -> list[Matrix]:
 
 
 # --- scores ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScoreGroup:
+    role: str
+    branch_id: str
+    people: int
+    mean: Decimal
+    low: Decimal
+    high: Decimal
+
+
+def score_summary(scores) -> list[ScoreGroup]:
+    """A period's scores by role and branch: how many, mean (half-up to 0.01), lowest, highest.
+    Decimal throughout, from the service's decimal strings."""
+    groups: dict[tuple[str, str], list[Decimal]] = {}
+    for s in scores:
+        groups.setdefault((s.role, s.branch_id), []).append(Decimal(s.total))
+    out = []
+    for (role, branch), totals in sorted(groups.items()):
+        mean = (sum(totals) / len(totals)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        out.append(ScoreGroup(role, branch, len(totals), mean, min(totals), max(totals)))
+    return out
+
 
 SCORE_COLUMNS = ("period_id", "staff_id", "role", "branch_id", "total", "rank", "peer_group_size", "status",
                  "revision", "scorecard", "scorecard_version")

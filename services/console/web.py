@@ -509,7 +509,10 @@ class Console:
                 try:
                     page = self.backend.list_scores(ctx.token, period_id, role, branch_id, finalized_only,
                                                     page_size=100, page_token=page_token)
-                    return {"scores": list(page.scores), "next_token": page.next_page_token}
+                    everyone = page.scores if not page.next_page_token and not page_token else \
+                        self.backend.all_scores(ctx.token, period_id, finalized_only, role, branch_id)
+                    return {"scores": list(page.scores), "next_token": page.next_page_token,
+                            "summary": views.score_summary(everyone)}
                 except BackendError as exc:
                     return {"error": _error_dict(ctx, exc)}
             return self.render(ctx, "scores.html", period_id=period_id, role=role, branch_id=branch_id,

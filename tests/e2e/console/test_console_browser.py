@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
+from decimal import ROUND_HALF_UP
+from decimal import Decimal as D
 
 import pytest
 
@@ -138,6 +140,14 @@ def test_hr_downloads_a_finalized_period_and_its_numbers_equal_list_scores(world
     assert [(r["staff_id"], r["total"], r["rank"], r["peer_group_size"], r["revision"], r["status"]) for r in rows] == \
         [(s.staff_id, s.total, str(s.rank), str(s.peer_group_size), str(s.revision), "FINALIZED") for s in expected]
     assert len(rows) == 7
+    # The summary by role and branch agrees with the same numbers.
+    page = hr.go(f"/scores?period_id={PERIOD}")
+    summary = page.locator("#scores-summary tbody tr").all_inner_texts()
+    by_branch = {}
+    for s in expected:
+        by_branch.setdefault(s.branch_id, []).append(D(s.total))
+    assert summary == [f"REMOTE_MANAGER\t{b}\t{len(t)}\t{(sum(t) / len(t)).quantize(D('0.01'), ROUND_HALF_UP)}\t"
+                       f"{min(t)}\t{max(t)}" for b, t in sorted(by_branch.items())]
 
 
 def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on_a_sample(world, person):

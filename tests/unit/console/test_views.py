@@ -123,3 +123,11 @@ def test_every_label_has_both_languages():
                    "PERMISSION_DENIED", "OVERLOADED", "DEPENDENCY_UNAVAILABLE", "OUT_OF_STOCK", "BUDGET_EXHAUSTED",
                    "QUOTA_USED", "COOL_DOWN", "NOT_ELIGIBLE", "CHANNEL_NOT_ALLOWED"):  # CONTRACT.md, second round
         assert reason in i18n.REASONS
+
+
+def test_scores_by_role_and_branch_in_decimals():
+    scores = [NS(role="RM", branch_id="OUT-2", total=t) for t in ("80.00", "70.01", "70.00")] + \
+        [NS(role="LM", branch_id="OUT-1", total="99.5")]
+    lm, rm = views.score_summary(scores)
+    assert (lm.role, lm.people, str(lm.mean)) == ("LM", 1, "99.50")
+    assert (rm.branch_id, rm.people, str(rm.mean), str(rm.low), str(rm.high)) == ("OUT-2", 3, "73.34", "70.00", "80.00")
