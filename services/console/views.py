@@ -139,6 +139,29 @@ class SampleError(ValueError):
         self.line = line
 
 
+MAX_SAMPLE_DEPTH = 20
+
+
+def _depth(value, level: int = 0) -> int:
+    if level > MAX_SAMPLE_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def _loads(text: str, line: int):
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets
+        raise SampleError(line) from None
+    if _depth(value) > MAX_SAMPLE_DEPTH:
+        raise SampleError(line)
+    return value
+
+
 def parse_sample(text: str, limit: int = 1000) -> list[dict]:
     """One JSON object per non-blank line (a JSON array of objects also works).
 
@@ -148,10 +171,7 @@ def parse_sample(text: str, limit: int = 1000) -> list[dict]:
     if not text:
         return []
     if text.startswith("["):
-        try:
-            items = json.loads(text)
-        except ValueError:
-            raise SampleError(1) from None
+        items = _loads(text, 1)
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise SampleError(1)
         return items[:limit]
@@ -159,10 +179,7 @@ def parse_sample(text: str, limit: int = 1000) -> list[dict]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except ValueError:
-            raise SampleError(number) from None
+        item = _loads(line, number)
         if not isinstance(item, dict):
             raise SampleError(number)
         out.append(item)

@@ -289,6 +289,12 @@ class Console:
             return await body(ctx)
         except Refused as refused:
             return self._refusal(ctx, refused)
+        except TooLarge:
+            raise
+        except Exception:  # noqa: BLE001 - a bug must not show a traceback; the log has it, under an id
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("console error %s on %s %s", error_id, request.method, request.url.path)
+            return self.render(ctx, "error.html", 500, message=f"{ctx.t('error')} ({error_id})")
 
     async def _too_large(self, request: Request, exc: TooLarge) -> Response:
         return PlainTextResponse("request too large", status_code=413)
@@ -557,6 +563,9 @@ class Console:
         service = request.path_params["service"]
         if service not in SERVICES:
             raise Refused(404, "page_not_found")
+        version = request.path_params.get("version")
+        if version is not None and not 0 < version < 2**63:  # an int64 in the contract
+            raise Refused(404, "page_not_found")
         return service
 
     async def rules(self, request: Request) -> Response:
@@ -597,6 +606,8 @@ class Console:
                 old_v, new_v = int(request.query_params.get("from", "")), int(request.query_params.get("to", ""))
             except ValueError:
                 raise Refused(400, "error") from None
+            if not (0 <= old_v < 2**63 and 0 <= new_v < 2**63):
+                raise Refused(400, "error")
 
             def load():
                 try:

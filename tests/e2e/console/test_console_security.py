@@ -200,3 +200,43 @@ def test_served_over_https_the_cookie_is_secure_and_host_bound(world, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+HOSTILE_GETS = [
+    "/books?staff_id=" + quote("x" * 5000), "/books?staff_id=WM-1&page_token=" + quote("not a token!"),
+    "/approvals?branch_id=%00&page_token=%FF%FE", "/approvals?page_token=" + quote("{}"),
+    "/customers?customer_id=" + quote("客户'\"<>%00"), "/customers?customer_id=" + quote("\u202e" * 300),
+    "/scores?period_id=" + quote("../../etc/passwd") + "&page_token=zzz", "/scores/%2e%2e/csv",
+    "/scores/" + quote("2025Q4\r\nSet-Cookie: x=1", safe="") + "/csv",
+    "/scores/2025Q4/staff/" + quote("<svg onload=alert(1)>", safe=""),
+    "/rules/nope/x", "/rules/tiering/" + quote("a" * 3000), "/rules/tiering/tiering.tiers/v/99999999999999999999",
+    "/rules/tiering/tiering.tiers/v/-1", "/rules/tiering/tiering.tiers/diff?from=x&to=1",
+    "/rules/tiering/tiering.tiers/diff?from=1&to=987654", "/operations?page_token=%%%&actor=" + quote("a" * 4000),
+    "/static/../web.py", "/static/%2e%2e/web.py", "/nowhere", "/signin?next=" + quote("javascript:alert(1)"),
+]
+
+
+def test_hostile_requests_get_answers_not_server_errors(world):
+    client, csrf = signed_in(world, "admin")  # every page open: the most code reached
+    with closing(client):
+        for path in HOSTILE_GETS:
+            answer = client.get(path)
+            assert answer.status_code < 500, (path, answer.status_code, answer.text[:300])
+            assert "Traceback" not in answer.text and "x=1" not in answer.headers.get("set-cookie", "")
+        assert client.get("/static/../web.py").status_code == 404
+        for path, form in [
+            ("/approvals/%00/decide", {"decision": "approve"}),
+            ("/approvals/" + quote("x" * 3000) + "/decide", {"decision": "maybe", "comment": "c" * 5000}),
+            ("/customers/C1/change-requests", {"action": "EXPLODE"}),
+            ("/customers/" + quote("<b>") + "/change-requests", {"action": "ADD", "to_staff_id": "\x00"}),
+            ("/rules/tiering/tiering.tiers/versions", {"document": "\x00\x01: [", "comment": "x"}),
+            ("/rules/tiering/tiering.tiers/v/1/simulate", {"sample": "[" * 10000}),
+            ("/rules/tiering/tiering.tiers/v/1/simulate", {"sample": '{"annual_avg_aum_fen": "lots"}'}),
+            ("/rules/tiering/tiering.tiers/v/1/explode", {}),
+            ("/lang", {"lang": "<script>", "next": "//evil.example"}),
+        ]:
+            answer = client.post(path, data={**form, "csrf_token": csrf})
+            assert answer.status_code < 500, (path, answer.status_code, answer.text[:300])
+            if answer.status_code == 303:
+                assert answer.headers["location"].startswith("/") and not answer.headers["location"].startswith("//")
+    assert world.process.poll() is None  # still serving

@@ -64,6 +64,9 @@ def test_samples_are_json_objects_one_per_line_or_an_array():
     assert bad.value.line == 2
     with pytest.raises(views.SampleError):
         views.parse_sample("{nope")
+    for deep in ("[" * 100_000, '{"a": ' * 30 + "1" + "}" * 30):  # nesting is refused, not a crash
+        with pytest.raises(views.SampleError):
+            views.parse_sample(deep)
 
 
 def test_migration_matrices_by_outcome_key():
