@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -136,6 +137,37 @@ def _seed(world: World) -> None:
     hr.FinalizePeriod(spb.FinalizePeriodRequest(period_id=PERIOD))
 
 
+def start_console(suite: Suite, workdir: Path, name: str = "console", **settings: str):
+    """`python -m services.console` against `suite`, on a free port; (process, port) once it answers."""
+    port = free_port()
+    env = {**suite.env, "KEQUN_CONSOLE_PORT": str(port), **settings}
+    log_path = workdir / f"{name}.log"
+    process = start_service_process("services.console", env, stdout=open(log_path, "ab"),
+                                    stderr=subprocess.STDOUT)
+    if "KEQUN_CONSOLE_HTTPS_CERT" in settings:
+        return process, port  # the caller checks it with its own trust
+
+    def up():
+        if process.poll() is not None:
+            raise RuntimeError(f"console exited: {log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    eventually(up, what="console up")
+    return process, port
+
+
+def stop(process) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory, _pg_database):
     workdir = tmp_path_factory.mktemp("console-world")
@@ -144,31 +176,12 @@ def world(tmp_path_factory, _pg_database):
     process = None
     try:
         suite.start()
-        port = free_port()
-        env = {**suite.env, "KEQUN_CONSOLE_PORT": str(port), "KEQUN_CONSOLE_SESSION_IDLE_SECONDS": "1800"}
-        log = open(workdir / "console.log", "ab")
-        process = start_service_process("services.console", env, stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}"
-
-        def up():
-            if process.poll() is not None:
-                raise RuntimeError(f"console exited: {(workdir / 'console.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-        eventually(up, what="console up")
-        w = World(suite, url, port, process, suite.tokens)
+        process, port = start_console(suite, workdir)
+        w = World(suite, f"http://127.0.0.1:{port}", port, process, suite.tokens)
         _seed(w)
         yield w
     finally:
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except Exception:  # noqa: BLE001
-                process.kill()
+        stop(process)
         suite.close()
 
 

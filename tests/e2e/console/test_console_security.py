@@ -13,6 +13,8 @@ import pytest
 
 from kequn.assignment.v1 import assignment_pb2 as apb
 
+from .conftest import start_console, stop
+
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -167,16 +169,12 @@ def test_served_over_https_the_cookie_is_secure_and_host_bound(world, tmp_path):
     import ssl
     import time
 
-    from services.common.testing import free_port, start_service_process
     from tests.security.certs import CertificateAuthority
 
     ca = CertificateAuthority(tmp_path / "pki")
     issued = ca.issue("console", "127.0.0.1", ips=("127.0.0.1",), server=True)
-    port = free_port()
-    env = {**world.suite.env, "KEQUN_CONSOLE_PORT": str(port), "KEQUN_CONSOLE_HTTPS_CERT": str(issued.cert),
-           "KEQUN_CONSOLE_HTTPS_KEY": str(issued.key)}
-    log = open(tmp_path / "console-https.log", "ab")
-    process = start_service_process("services.console", env, stdout=log, stderr=log)
+    process, port = start_console(world.suite, tmp_path, "console-https", KEQUN_CONSOLE_HTTPS_CERT=str(issued.cert),
+                                  KEQUN_CONSOLE_HTTPS_KEY=str(issued.key))
     trust = ssl.create_default_context(cafile=str(ca.path))
     try:
         client = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, follow_redirects=False, timeout=30)
@@ -198,8 +196,7 @@ def test_served_over_https_the_cookie_is_secure_and_host_bound(world, tmp_path):
         with pytest.raises(httpx.TransportError):  # and not over plain HTTP on that port
             httpx.get(f"http://127.0.0.1:{port}/signin", timeout=5).raise_for_status()
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        stop(process)
 
 
 HOSTILE_GETS = [
@@ -240,3 +237,20 @@ def test_hostile_requests_get_answers_not_server_errors(world):
             if answer.status_code == 303:
                 assert answer.headers["location"].startswith("/") and not answer.headers["location"].startswith("//")
     assert world.process.poll() is None  # still serving
+
+
+def test_an_idle_session_expires_and_the_person_signs_in_again(world, tmp_path):
+    import time
+
+    process, port = start_console(world.suite, tmp_path, "console-idle", KEQUN_CONSOLE_SESSION_IDLE_SECONDS="5")
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False, timeout=30)
+        with closing(client):
+            page = client.get("/signin")
+            client.post("/signin", data={"csrf_token": csrf_of(page.text), "token": world.tokens["hr"]})
+            assert client.get("/scores").status_code == 200
+            time.sleep(6)  # idle past the limit (a lower bound: no timing is asserted)
+            expired = client.get("/scores")
+            assert expired.status_code == 303 and expired.headers["location"].startswith("/signin")
+    finally:
+        stop(process)
