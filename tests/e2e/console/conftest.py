@@ -1,6 +1,6 @@
 """The console against the real suite: the four services as processes on
 PostgreSQL (one schema each), the console as a process, and Debian's Chromium
-driven by Playwright. Started once per test session and shared by the
+driven by Playwright. Started once for this package and shared by the
 console's browser and security tests; each test uses its own data.
 """
 from __future__ import annotations
@@ -168,7 +168,7 @@ def stop(process) -> None:
             process.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when the console tests are done, not at session end
 def world(tmp_path_factory, _pg_database):
     workdir = tmp_path_factory.mktemp("console-world")
     urls = _pg_schema_urls(_pg_database, ("tiering", "assignment", "scoring", "benefits"))
@@ -185,7 +185,7 @@ def world(tmp_path_factory, _pg_database):
         suite.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
