@@ -154,6 +154,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "no_difference": ("The two versions are the same.", "两个版本相同。"),
     "upload": ("Upload a new version", "上传新版本"),
     "document": ("Document (YAML)", "规则文档（YAML）"),
+    "document_help": ("Starts as the latest version: edit it, then upload it as a new draft.",
+                      "初始内容为最新版本：修改后作为新草稿上传。"),
     "document_file": ("…or a file", "……或选择文件"),
     "uploaded_msg": ("Stored as version {version} (draft).", "已保存为第 {version} 版（草稿）。"),
     "examples": ("Examples", "样例"),

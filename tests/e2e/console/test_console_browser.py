@@ -150,7 +150,7 @@ def test_hr_downloads_a_finalized_period_and_its_numbers_equal_list_scores(world
                        f"{min(t)}\t{max(t)}" for b, t in sorted(by_branch.items())]
 
 
-def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on_a_sample(world, person):
+def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on_a_sample(world, person, tmp_path):
     active = world.rules("tiering", "rule_admin").GetRuleset(rpb.GetRulesetRequest(name="tiering.tiers"))
     document = active.ruleset_version.document
     assert "downgrade_grace_evaluations: 3" in document
@@ -162,6 +162,7 @@ def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on
     page.get_by_role("link", name="tiering.tiers", exact=True).click()
     page.wait_for_load_state()
     assert "v1" in page.locator("#versions").inner_text()
+    assert page.get_by_label("Document (YAML)").input_value() == document  # to edit, like `kequn rules export`
     owner.check_page("ruleset")
 
     # A broken document is refused, with the reason in words and where the problem is.
@@ -205,6 +206,18 @@ def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on
     diff = page.locator("#diff").inner_text()
     assert "-  downgrade_grace_evaluations: 3" in diff and "+  downgrade_grace_evaluations: 2" in diff
     owner.check_page("rule-diff")
+
+    # The same candidate again, as a file: a further draft with the same document.
+    path = tmp_path / "tiers.yaml"
+    path.write_text(candidate, encoding="utf-8")
+    page = owner.go("/rules/tiering/tiering.tiers")
+    page.get_by_label("…or a file").set_input_files(str(path))
+    page.get_by_role("button", name="Upload a new version").click()
+    page.wait_for_load_state()
+    assert page.locator(".flash.ok").inner_text() == f"Stored as version {version + 1} (draft)."
+    again = world.rules("tiering", "rule_admin").GetRuleset(rpb.GetRulesetRequest(name="tiering.tiers",
+                                                                                  version=version + 1))
+    assert again.ruleset_version.document == candidate
     # Population impact and the release flow (request, second owner approves) need the
     # second-round RPCs; publishing is still the single-step PublishRuleset.
 
