@@ -248,6 +248,12 @@ class Person:
         self.page.goto(self.world.url + path)
         return self.page
 
+    def answered(self, status: int) -> None:
+        """The page just loaded was refused with `status` on purpose: Chromium logs exactly that
+        one failed load as a console error, and nothing else may be there."""
+        assert len(self.errors) == 1 and f"status of {status} " in self.errors[0], self.errors
+        self.errors.clear()
+
     def check_page(self, name: str) -> None:
         """No console errors, accessible labels, and a screenshot kept as a test artefact."""
         missing = self.page.evaluate(A11Y_CHECK)
