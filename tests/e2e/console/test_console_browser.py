@@ -49,6 +49,9 @@ def test_an_approver_approves_a_request_and_the_book_changes(world, person):
                      "branch_staff", f"{target}: {before} → {before + 1}", f"{source}:"):
         assert expected in text, (expected, text)
     row.get_by_label("Comment").fill("agreed at the branch meeting")
+    row.get_by_label("Comment").press("Enter")  # Enter in the comment decides nothing
+    assert world.status_of(cr.change_request_id).status == apb.CHANGE_REQUEST_STATUS_PENDING
+    assert row.get_by_label("Comment").input_value() == "agreed at the branch meeting"
     approver.check_page("approvals")
     keep_docs_screenshot(ARTIFACTS / "approvals.png")
 
