@@ -162,3 +162,13 @@ def test_config_from_the_environment():
         ConsoleConfig.from_env({"KEQUN_CONSOLE_COOKIE_SECURE": "sometimes"})
     with pytest.raises(ConfigError):
         ConsoleConfig.from_env({"KEQUN_CONSOLE_HTTPS_CERT": "/c.pem"})
+
+
+def test_kequn_serve_console_runs_the_console(monkeypatch):
+    from services.cli import main as cli
+    import services.console.__main__ as console_main
+
+    ran = []
+    monkeypatch.setattr(console_main, "main", lambda: ran.append("console") or 0)
+    args = cli.build_parser().parse_args(["serve", "console"])
+    assert args.func(args) == 0 and ran == ["console"]
