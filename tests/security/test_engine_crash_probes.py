@@ -23,7 +23,6 @@ from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc as trpc
 from services.common.db import make_engine
-MAX_FACT_FIELDS = 248  # services.rules.engine.MAX_FACT_FIELDS (not imported: the probes also run against older code)
 from services.rules.store import RuleStore
 from tests.conftest import _drop_schema, _fresh_schema_url
 from tests.security.conftest import start_suite
