@@ -65,8 +65,31 @@ def run_pb(r: RunResult) -> pb.AssignmentRun:
         run_id=r.run_id, assigned=r.assigned, moved=r.moved, unchanged=r.unchanged, removed=r.removed,
         suggestions_created=r.suggestions_created, branch_id=r.branch_id, dry_run=r.dry_run,
         started_at=ts(r.started_at), finished_at=ts(r.finished_at),
-        unplaced=[pb.Unplaced(customer_id=u["customer_id"], reason=u["reason"], tier=u.get("tier", ""),
-                              role=u["role"], branch_id=u["branch_id"]) for u in r.unplaced])
+        unplaced=[unplaced_pb(u) for u in r.unplaced])
+
+
+def unplaced_pb(u: dict) -> pb.Unplaced:
+    tried = u.get("tried") or ()
+    return pb.Unplaced(customer_id=u["customer_id"], reason=u["reason"], tier=u.get("tier", ""), role=u["role"],
+                       branch_id=u["branch_id"], since=ts(u.get("since")),
+                       tried_branch_ids=tried.split(",") if isinstance(tried, str) and tried else list(tried))
+
+
+def branch_pb(r: dict) -> pb.Branch:
+    return pb.Branch(branch_id=r["branch_id"], parent_branch_id=r["parent_branch_id"] or "", name=r["name"],
+                     level=_LEVEL_OUT[r["level"]])
+
+
+def staff_pb(r: dict) -> pb.Staff:
+    return pb.Staff(staff_id=r["staff_id"], branch_id=r["branch_id"], role=r["role"], active=r["active"],
+                    name=r["name"])
+
+
+def claim_pb(claim: dict) -> pb.GroupClaim:
+    return pb.GroupClaim(staff_id=claim["staff_id"], group=claim["group_code"],
+                         selector=json.loads(claim["selector_json"]), request_id=claim.get("request_id") or "",
+                         claim_id=claim["claim_id"], claimed_at=ts(claim["claimed_at"]),
+                         scope_branch_id=claim.get("scope_branch_id") or "")
 
 
 def change_request_pb(r: dict) -> pb.ChangeRequest:
@@ -76,13 +99,14 @@ def change_request_pb(r: dict) -> pb.ChangeRequest:
         status=_STATUS_OUT[r["status"]], requested_by=r["requested_by"], decided_by=r.get("decided_by") or "",
         decision_comment=r.get("decision_comment") or "", suggested=bool(r["suggested"]),
         created_at=ts(r["created_at"]), decided_at=ts(r.get("decided_at")), expires_at=ts(r["expires_at"]),
-        branch_id=r["branch_id"], period_id=r.get("period_id") or "", request_id=r.get("request_id") or "")
+        branch_id=r["branch_id"], period_id=r.get("period_id") or "", request_id=r.get("request_id") or "",
+        cause=r.get("cause") or "", superseded_by=r.get("superseded_by") or "")
 
 
 def lock_period_pb(r: dict) -> pb.LockPeriod:
     return pb.LockPeriod(period_id=r["period_id"], branch_id=r["branch_id"], starts_on=r["starts_on"],
                          ends_on=r["ends_on"], status=_LOCK_OUT[r["status"]], opened_at=ts(r.get("opened_at")),
-                         closed_at=ts(r.get("closed_at")))
+                         closed_at=ts(r.get("closed_at")), in_force=bool(r.get("in_force")))
 
 
 class AssignmentApi(assignment_pb2_grpc.AssignmentServiceServicer):
@@ -95,16 +119,12 @@ class AssignmentApi(assignment_pb2_grpc.AssignmentServiceServicer):
             raise InvalidArgument(violations=[("level", "BRANCH, SUB_BRANCH or OUTLET")])
         row, created = self.service.upsert_branch(current_principal().name, request.branch_id,
                                                   request.parent_branch_id, request.name, level)
-        return pb.UpsertBranchResponse(branch=pb.Branch(
-            branch_id=row["branch_id"], parent_branch_id=row["parent_branch_id"] or "", name=row["name"],
-            level=_LEVEL_OUT[row["level"]]), created=created)
+        return pb.UpsertBranchResponse(branch=branch_pb(row), created=created)
 
     def UpsertStaff(self, request, context):
         row, created = self.service.upsert_staff(current_principal().name, request.staff_id, request.branch_id,
                                                  request.role, request.active, request.name)
-        return pb.UpsertStaffResponse(staff=pb.Staff(staff_id=row["staff_id"], branch_id=row["branch_id"],
-                                                     role=row["role"], active=row["active"], name=row["name"]),
-                                      created=created)
+        return pb.UpsertStaffResponse(staff=staff_pb(row), created=created)
 
     def RunAssignment(self, request, context):
         return run_pb(self.service.run_assignment(current_principal().name, request.branch_id, request.dry_run,
@@ -125,10 +145,7 @@ class AssignmentApi(assignment_pb2_grpc.AssignmentServiceServicer):
     def ClaimGroup(self, request, context):
         claim, covered = self.service.claim_group(current_principal().name, request.staff_id, request.group,
                                                   dict(request.selector), request.request_id)
-        return pb.ClaimGroupResponse(claim=pb.GroupClaim(
-            staff_id=claim["staff_id"], group=claim["group_code"], selector=json.loads(claim["selector_json"]),
-            request_id=claim.get("request_id") or "", claim_id=claim["claim_id"],
-            claimed_at=ts(claim["claimed_at"])), customers=covered)
+        return pb.ClaimGroupResponse(claim=claim_pb(claim), customers=covered)
 
     def OpenLockPeriod(self, request, context):
         row = self.service.open_lock_period(current_principal().name, request.period_id, request.branch_id,
@@ -177,3 +194,25 @@ class AssignmentApi(assignment_pb2_grpc.AssignmentServiceServicer):
             event_id=str(r["event_id"]), at=ts(r["at"]), actor=r["actor"], action=r["action"],
             subject=r["subject"], before_json=_json_or_empty(r["before"]), after_json=_json_or_empty(r["after"]),
             reason=r["reason"], request_id=r["request_id"]) for r in rows], next_page_token=token)
+
+    def ListBranches(self, request, context):
+        rows, token = self.service.list_branches(request.branch_id, request.page_size, request.page_token)
+        return pb.ListBranchesResponse(branches=[branch_pb(r) for r in rows], next_page_token=token)
+
+    def ListStaff(self, request, context):
+        rows, token = self.service.list_staff(request.branch_id, request.role, request.page_size, request.page_token)
+        return pb.ListStaffResponse(staff=[staff_pb(r) for r in rows], next_page_token=token)
+
+    def ListLockPeriods(self, request, context):
+        rows, token = self.service.list_lock_periods(request.branch_id, request.page_size, request.page_token)
+        return pb.ListLockPeriodsResponse(lock_periods=[lock_period_pb(r) for r in rows], next_page_token=token)
+
+    def GetGroupBook(self, request, context):
+        claims, size, ids, token = self.service.get_group_book(request.staff_id, request.group, request.page_size,
+                                                               request.page_token)
+        return pb.GroupBook(staff_id=request.staff_id, group=request.group, claims=[claim_pb(c) for c in claims],
+                            size=size, customer_ids=ids, next_page_token=token)
+
+    def ListUnplaced(self, request, context):
+        rows, token = self.service.list_unplaced(request.branch_id, request.page_size, request.page_token)
+        return pb.ListUnplacedResponse(unplaced=[unplaced_pb(r) for r in rows], next_page_token=token)

@@ -1,5 +1,6 @@
 """The service's own background work: follow the feed, place changed customers,
-expire overdue change requests, refresh the gauges."""
+expire overdue change requests, handle the end of lock periods, refresh the
+gauges."""
 from __future__ import annotations
 
 import logging
@@ -32,6 +33,9 @@ class Housekeeper:
                 now = time.monotonic()
                 if now - last_sweep >= self.sweep_every:
                     self.service.expire_due()
+                    # Books whose lock period ended, customers of deactivated or moved staff: place them.
+                    if self.service.end_periods() or self.service.pending_changes(limit=1):
+                        self.changed.set()
                     last_sweep = now
                 if self.metrics is not None and now - last_metrics >= self.metrics_every:
                     self.metrics.update(self.service.snapshot())

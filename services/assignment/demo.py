@@ -1,13 +1,22 @@
 """Demo data for `kequn up`: the org tree shared with the tiering demo, staff of
-every role, the demo customers placed, one branch locked, a few pending requests.
+every role, the demo customers placed, one branch locked, a few pending
+requests, and a group book by employer.
 
 Approvals with the dev tokens: the principal `branch_approver` is placed at
-BR-2 as a staff member of role BRANCH_APPROVER (principal name = staff id).
+the 分行 BR-2 as a staff member of role BRANCH_APPROVER (principal name = staff
+id), the level the policy asks for (approver_level: BRANCH, seed 003).
+The group book: WM-01-1 claims the payroll customers (代发) of the employer
+most common in SUB-01 (selector payroll_employer_id, the key tiering's feed
+carries), for SUB-01 and its outlets.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections import Counter
+from datetime import date
+
 from sqlalchemy import select
 
 from . import store as t
@@ -58,7 +67,7 @@ def _wait_for_feed(service: AssignmentService, stopping, settle: float = 5.0, li
 def load_demo(ctx, service: AssignmentService | None = None, wait: bool = True) -> bool:
     """Returns False if the demo was already loaded."""
     service = service or AssignmentService(ctx.db, ctx.rules)
-    today = service.clock().date()
+    today = date.fromisoformat(service.today())  # the bank's calendar (Asia/Shanghai)
     period = f"DEMO-{today.year}"
     with ctx.db.connect() as conn:
         if conn.execute(select(t.lock_periods.c.id).where(t.lock_periods.c.period_id == period)).first():
@@ -81,4 +90,22 @@ def load_demo(ctx, service: AssignmentService | None = None, wait: bool = True) 
         target = "WM-06-3" if staff_id != "WM-06-3" else "WM-06-1"
         service.create_change_request(MAKER, customer_id, "TRANSFER", staff_id, target,
                                       "demo: rebalance books in the lock period", f"demo-{customer_id}")
+    employer = _main_employer(ctx.db, {b for b, parent, _ in org_rows() if b == GROUP_SCOPE or parent == GROUP_SCOPE})
+    if employer:
+        _, covered = service.claim_group("demo", GROUP_MANAGER, "PAYROLL", {"payroll_employer_id": employer},
+                                         "demo-payroll")
+        log.info("demo group book: %s holds %d payroll customers of %s", GROUP_MANAGER, covered, employer)
     return True
+
+
+GROUP_MANAGER, GROUP_SCOPE = "WM-01-1", "SUB-01"
+
+
+def _main_employer(engine, units: set[str]) -> str:
+    """The payroll employer with the most customers homed in `units`."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.customers.c.home_branch_id, t.customers.c.group_keys).where(
+            t.customers.c.segments.like("%,PAYROLL,%"))).all()
+    counts = Counter(json.loads(keys or "{}").get("payroll_employer_id") for home, keys in rows if home in units)
+    counts.pop(None, None)
+    return min(counts, key=lambda e: (-counts[e], e)) if counts else ""

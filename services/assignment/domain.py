@@ -17,6 +17,20 @@ LEVELS = (BRANCH, SUB_BRANCH, OUTLET)
 # Unplaced reasons (the proto names them).
 NO_STAFF_OF_ROLE, ALL_BOOKS_FULL, NO_HOME_BRANCH = "NO_STAFF_OF_ROLE", "ALL_BOOKS_FULL", "NO_HOME_BRANCH"
 SYSTEM = "system"
+# Why a change request exists (ChangeRequest.cause).
+MANUAL, TIER_CHANGE, GROUP_CHANGE, HOME_BRANCH_CHANGE = "MANUAL", "TIER_CHANGE", "GROUP_CHANGE", "HOME_BRANCH_CHANGE"
+STAFF_DEACTIVATED, BOOK_OVER_MAX, PERIOD_END = "STAFF_DEACTIVATED", "BOOK_OVER_MAX", "PERIOD_END"
+CAUSE_TEXT = {
+    TIER_CHANGE: "the customer's tier changed during a lock period",
+    GROUP_CHANGE: "the customer's groups or flags changed during a lock period",
+    HOME_BRANCH_CHANGE: "the customer's home branch changed during a lock period",
+    STAFF_DEACTIVATED: "the manager holding the customer was deactivated or moved during a lock period",
+    BOOK_OVER_MAX: "the manager's book is over its max during a lock period",
+    PERIOD_END: "an earlier lock period ended while another still locks this book",
+}
+# The keys a group claim's selector may name unless the policy declares its own.
+DEFAULT_GROUP_SELECTORS = ("tier", "home_branch_id", "card_level", "payroll_employer_id", "merchant_market_id")
+SCOPE_KEY = "home_branch_id"  # a selector naming it moves the claim's scope to that unit
 
 
 # --- policy -------------------------------------------------------------------------------
@@ -42,13 +56,22 @@ class Policy:
     books: Mapping[str, BookSize]
     non_book_roles: frozenset[str] = frozenset()
     expiry: timedelta = timedelta(hours=72)
+    # Seed 003: the 分行 approves; a bank may delegate to the 支行.
+    approver_level: str = BRANCH
+    # How many units above the nearest unit with staff of the role may take
+    # a customer when all of that unit's books are full (0 = none).
+    overflow_levels: int = 0
+    group_selectors: tuple[str, ...] = DEFAULT_GROUP_SELECTORS
 
     @classmethod
     def from_parameters(cls, params: Mapping) -> "Policy":
         books = {str(role): BookSize(int(s.get("initial", 0)), int(s.get("max", 0)))
                  for role, s in (params.get("books") or {}).items()}
         return cls(books=books, non_book_roles=frozenset(map(str, params.get("non_book_roles") or ())),
-                   expiry=timedelta(hours=int(params.get("change_request_expiry_hours", 72))))
+                   expiry=timedelta(hours=int(params.get("change_request_expiry_hours", 72))),
+                   approver_level=str(params.get("approver_level") or BRANCH),
+                   overflow_levels=int(params.get("overflow_levels") or 0),
+                   group_selectors=tuple(map(str, params.get("group_selectors") or DEFAULT_GROUP_SELECTORS)))
 
     @property
     def roles(self) -> frozenset[str]:
@@ -72,9 +95,13 @@ def policy_input(tier: str, has_personal_loan: bool, annual_card_spend_fen: int,
 class OrgTree:
     """Branch id -> parent id. `chain(b)` is b and its ancestors, nearest first."""
 
-    def __init__(self, parents: Mapping[str, str | None]):
+    def __init__(self, parents: Mapping[str, str | None], levels: Mapping[str, str] | None = None):
         self._parents = {b: (p or None) for b, p in parents.items()}
+        self._levels = dict(levels or {})
         self._chains: dict[str, tuple[str, ...]] = {}
+
+    def level(self, branch_id: str) -> str | None:
+        return self._levels.get(branch_id)
 
     def __contains__(self, branch_id: object) -> bool:
         return branch_id in self._parents
@@ -154,6 +181,7 @@ class Move:
     role: str
     from_staff_id: str | None
     to_staff_id: str | None
+    cause: str = ""  # set when the planner knows it (STAFF_DEACTIVATED, BOOK_OVER_MAX, ...)
 
     @property
     def action(self) -> str:
@@ -168,6 +196,7 @@ class Unplaced:
     role: str
     reason: str
     branch_id: str
+    tried: tuple[str, ...] = ()  # units tried, nearest first
 
 
 @dataclass
@@ -202,12 +231,16 @@ def plan_assignment(
 
     `current`: customer -> role -> staff id (tier books of the customers in scope);
     `loads`: staff id -> customers in the book now (all customers, in scope or not).
-    Keeps every valid relationship, releases the invalid ones, then places the
-    missing roles in the nearest unit up from the home outlet that has someone of
-    the role: the least filled person first (below `initial` before anyone goes
-    beyond it), never over `max`; ties by staff id. Deterministic: customers and
-    roles in sorted order. In a locked branch nothing is applied: what would change
-    becomes a suggestion, and capacity is reserved for it so suggestions respect caps.
+    Keeps every valid relationship, releases the invalid ones (and the excess of
+    a book over its max, highest customer ids first, when someone else has
+    room), then places the missing roles in the nearest unit up from the home
+    outlet that has someone of the role: the least filled person first (below
+    `initial` before anyone goes beyond it), never over `max`; ties by staff id.
+    When all of that unit's books are full, the units above it take the
+    customer, up to `policy.overflow_levels` levels higher. Deterministic:
+    customers and roles in sorted order. In a locked branch nothing is applied:
+    what would change becomes a suggestion, and capacity is reserved for it so
+    suggestions respect caps.
     """
     by_id = {s.staff_id: s for s in staff}
     locked = frozenset(locked_branches)
@@ -227,12 +260,33 @@ def plan_assignment(
     lock_of = {c.customer_id: is_locked(c) for c in ordered}
     # Pass 1: release what is no longer valid (locked books keep theirs until approved).
     released: dict[tuple[str, str], str] = {}
+    cause_of: dict[tuple[str, str], str] = {}
     for c in ordered:
         for role, staff_id in sorted(current.get(c.customer_id, {}).items()):
-            if not relationship_valid(role, by_id.get(staff_id), c.home_branch_id, c.roles, org):
+            member = by_id.get(staff_id)
+            if not relationship_valid(role, member, c.home_branch_id, c.roles, org):
                 released[(c.customer_id, role)] = staff_id
+                if member is None or not member.active or member.role != role:
+                    cause_of[(c.customer_id, role)] = STAFF_DEACTIVATED
                 if not lock_of[c.customer_id] and staff_id in load:
                     load[staff_id] -= 1
+    # Books over their max (the policy lowered it): the excess in scope is moved
+    # where there is room; without room anywhere it stays (never dropped).
+    held: dict[str, list[tuple[str, str]]] = {}
+    for c in ordered:
+        for role, staff_id in current.get(c.customer_id, {}).items():
+            if (c.customer_id, role) not in released:
+                held.setdefault(staff_id, []).append((c.customer_id, role))
+    excess: set[tuple[str, str]] = set()
+    for staff_id, pairs in sorted(held.items()):
+        size = policy.books.get(by_id[staff_id].role) if staff_id in by_id else None
+        if size is None or not size.max or load[staff_id] <= size.max:
+            continue
+        for pair in sorted(pairs, reverse=True)[:load[staff_id] - size.max]:
+            released[pair], cause_of[pair] = staff_id, BOOK_OVER_MAX
+            excess.add(pair)
+            if not lock_of[pair[0]]:
+                load[staff_id] -= 1
 
     pools: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
     members: dict[tuple[str, str], list[str]] = {}
@@ -257,36 +311,52 @@ def plan_assignment(
         mine = current.get(c.customer_id, {})
         for role, staff_id in sorted(mine.items()):
             if role not in c.roles:  # no longer needed at all
-                record(c, Move(c.customer_id, role, staff_id, None))
+                record(c, Move(c.customer_id, role, staff_id, None, cause_of.get((c.customer_id, role), "")))
         for role in sorted(set(c.roles)):
-            old = released.get((c.customer_id, role))
+            key = (c.customer_id, role)
+            old = released.get(key)
             if role in mine and old is None:
                 plan.unchanged += 1
                 continue
             chain = org.chain(c.home_branch_id)
-            reason = None
+            reason, tried, chosen = None, (), None
             if not chain:
                 reason = NO_HOME_BRANCH
             elif role not in policy.books:
-                reason = NO_STAFF_OF_ROLE
+                reason, tried = NO_STAFF_OF_ROLE, chain
             else:
-                unit = next((u for u in chain if (u, role) in members), None)
-                if unit is None:
-                    reason = NO_STAFF_OF_ROLE
+                units = [u for u in chain if (u, role) in members]
+                if not units:
+                    reason, tried = NO_STAFF_OF_ROLE, chain
                 else:
-                    heap = pool(unit, role)
-                    _, current_load, chosen = heap[0]
+                    reach = chain.index(units[0]) + policy.overflow_levels
                     size = policy.books[role]
-                    if not size.has_room(current_load):
-                        reason = ALL_BOOKS_FULL
+                    for unit in units:
+                        if chain.index(unit) > reach:
+                            break
+                        tried += (unit,)
+                        heap = pool(unit, role)
+                        _, current_load, candidate = heap[0]
+                        if candidate != old and size.has_room(current_load):
+                            chosen = candidate
+                            load[chosen] = current_load + 1
+                            heapq.heapreplace(heap, (size.phase(load[chosen]), load[chosen], chosen))
+                            break
                     else:
-                        load[chosen] = current_load + 1
-                        heapq.heapreplace(heap, (size.phase(load[chosen]), load[chosen], chosen))
-                        record(c, Move(c.customer_id, role, old, chosen))
-            if reason is not None:
-                plan.unplaced.append(Unplaced(c.customer_id, role, reason, c.home_branch_id))
+                        reason = ALL_BOOKS_FULL
+                    if chosen is None and reason is None:
+                        reason = ALL_BOOKS_FULL
+            if chosen is not None:
+                record(c, Move(c.customer_id, role, old, chosen, cause_of.get(key, "")))
+            elif key in excess:  # nowhere with room: it stays in the over-full book
+                if not lock_of[c.customer_id]:
+                    load[old] += 1
+                plan.unchanged += 1
+            else:
+                plan.unplaced.append(Unplaced(c.customer_id, role, reason or ALL_BOOKS_FULL, c.home_branch_id,
+                                              tuple(tried)))
                 if old is not None:
-                    record(c, Move(c.customer_id, role, old, None))
+                    record(c, Move(c.customer_id, role, old, None, cause_of.get(key, "")))
     return plan
 
 
@@ -313,7 +383,8 @@ def change_role(action: str, from_staff: StaffMember | None, to_staff: StaffMemb
     if violations:
         raise InvalidArgument(violations=violations)
     if from_staff is not None and to_staff is not None and from_staff.role != to_staff.role:
-        raise FailedPrecondition(f"cannot transfer from a {from_staff.role} to a {to_staff.role}")
+        raise FailedPrecondition(f"cannot transfer from a {from_staff.role} to a {to_staff.role}", reason="ROLE_MISMATCH",
+                                 metadata={"from_role": from_staff.role, "to_role": to_staff.role})
     return (to_staff or from_staff).role  # type: ignore[union-attr]
 
 
@@ -324,49 +395,102 @@ def check_change(action: str, customer: CustomerView, from_staff: StaffMember | 
     role = change_role(action, from_staff, to_staff)
     held = customer.managers.get(role)
     if from_staff is not None and held != from_staff.staff_id:
-        raise FailedPrecondition(f"{customer.customer_id} is not in the book of {from_staff.staff_id}")
+        raise FailedPrecondition(f"{customer.customer_id} is not in the book of {from_staff.staff_id}", reason="CONFLICT",
+                                 metadata={"customer_id": customer.customer_id, "staff_id": from_staff.staff_id,
+                                           "held_by": held or ""})
     if action == ADD and held is not None:
-        raise FailedPrecondition(f"{customer.customer_id} already has a {role}: {held}")
+        raise FailedPrecondition(f"{customer.customer_id} already has a {role}: {held}", reason="CONFLICT",
+                                 metadata={"customer_id": customer.customer_id, "role": role, "held_by": held})
     if to_staff is not None:
         if not to_staff.active:
-            raise FailedPrecondition(f"{to_staff.staff_id} is inactive")
+            raise FailedPrecondition(f"{to_staff.staff_id} is inactive", reason="STAFF_INACTIVE",
+                                     metadata={"staff_id": to_staff.staff_id})
         if role not in customer.roles:
             raise FailedPrecondition(
-                f"{customer.customer_id} needs {', '.join(customer.roles) or 'no manager'}, not a {role}")
+                f"{customer.customer_id} needs {', '.join(customer.roles) or 'no manager'}, not a {role}",
+                reason="ROLE_NOT_NEEDED", metadata={"customer_id": customer.customer_id, "role": role})
         if to_staff.branch_id not in org.chain(customer.home_branch_id):
-            raise FailedPrecondition(f"{to_staff.staff_id} is not above {customer.customer_id}'s home outlet")
+            raise FailedPrecondition(f"{to_staff.staff_id} is not above {customer.customer_id}'s home outlet",
+                                     reason="OUT_OF_SCOPE", metadata={"staff_id": to_staff.staff_id,
+                                                                      "home_branch_id": customer.home_branch_id})
     return role
 
 
 def check_room(staff: StaffMember, load: int, policy: Policy) -> None:
     size = policy.books.get(staff.role)
     if size is None or not size.has_room(load):
-        raise FailedPrecondition(f"the book of {staff.staff_id} is full ({load} of {size.max if size else 0})")
+        raise FailedPrecondition(f"the book of {staff.staff_id} is full ({load} of {size.max if size else 0})",
+                                 reason="BOOK_FULL", metadata={"staff_id": staff.staff_id, "size": load,
+                                                               "limit": size.max if size else 0})
 
 
 def check_approver(approver: str, approver_branch: str | None, maker: str, request_branch: str,
-                   org: OrgTree, is_admin: bool = False) -> None:
-    """Checker ≠ maker, and the checker belongs to a branch above the customer's."""
+                   org: OrgTree, is_admin: bool = False, level: str = BRANCH) -> None:
+    """Checker ≠ maker, and the checker sits above the customer's home unit at
+    the policy's approver level or higher (seed 003: the 分行)."""
     if approver == maker:
-        raise PermissionDenied("the maker of a change request cannot decide it")
+        raise PermissionDenied("the maker of a change request cannot decide it", reason="SELF_APPROVAL",
+                               metadata={"requested_by": maker})
     if is_admin:
         return
+    meta = {"required_level": level, "branch_id": request_branch, "approver_branch_id": approver_branch or ""}
     if approver_branch is None:
-        raise PermissionDenied(f"{approver} is not placed in the org tree as an approver")
-    if not org.is_ancestor(approver_branch, request_branch):
-        raise PermissionDenied(f"{approver} ({approver_branch}) is not of a parent branch of {request_branch}")
+        raise PermissionDenied(f"{approver} is not placed in the org tree as an approver; a {level} approver "
+                               f"of {request_branch} must decide", reason="NOT_APPROVER", metadata=meta)
+    approver_level = org.level(approver_branch)
+    if approver_level is None or level not in LEVELS:  # no levels known: any unit strictly above
+        ok = org.is_ancestor(approver_branch, request_branch)
+    else:
+        ok = (approver_branch in org.chain(request_branch)
+              and LEVELS.index(approver_level) <= LEVELS.index(level))
+    if not ok:
+        raise PermissionDenied(f"{approver} ({approver_branch}) cannot decide for {request_branch}: the approver "
+                               f"must sit at the {level} above it or higher", reason="NOT_APPROVER", metadata=meta)
 
 
 def expired(expires_at: datetime, now: datetime) -> bool:
     return now >= expires_at
 
 
-def claim_covers(group: str, selector: Mapping[str, str], claimer_branch: str, segments: Iterable[str],
+def claim_scope(selector: Mapping[str, str], claimer_branch: str) -> str:
+    """The unit a claim covers (with everything below it): the selector's
+    home_branch_id when it names one, else the claimer's own unit (seed 000:
+    a group manager per outlet)."""
+    return selector.get(SCOPE_KEY) or claimer_branch
+
+
+def claim_covers(group: str, selector: Mapping[str, str], scope: str, segments: Iterable[str],
                  fields: Mapping[str, str], home_branch_id: str, org: OrgTree) -> bool:
-    """A group claim covers a customer of that group, under the claimer's branch,
-    whose fields equal every selector entry."""
-    return (group in segments and org.within(home_branch_id, claimer_branch)
-            and all(str(fields.get(k, "")) == v for k, v in selector.items()))
+    """A group claim covers a customer of that group whose home is within the
+    claim's scope and whose values equal every other selector entry."""
+    return (group in segments and org.within(home_branch_id, scope)
+            and all(str(fields.get(k, "")) == v for k, v in selector.items() if k != SCOPE_KEY))
+
+
+def claims_overlap(selector_a: Mapping[str, str], scope_a: str, selector_b: Mapping[str, str], scope_b: str,
+                   org: OrgTree) -> bool:
+    """Two claims on one group could cover the same customer: their scopes are
+    nested and no key they both name has different values."""
+    if not (org.within(scope_a, scope_b) or org.within(scope_b, scope_a)):
+        return False
+    return all(selector_b[k] == v for k, v in selector_a.items() if k != SCOPE_KEY and k in selector_b)
+
+
+def check_selector(selector: Mapping[str, str], allowed: Iterable[str]) -> list[tuple[str, str]]:
+    """Problems of a claim's selector against the policy's vocabulary."""
+    allowed = tuple(allowed)
+    problems = []
+    for key, value in selector.items():
+        if key not in allowed:
+            problems.append((f"selector.{key[:64]}", f"unknown key; one of {', '.join(allowed)}"))
+        elif not value:
+            problems.append((f"selector.{key}", "must not be empty"))
+    return problems
+
+
+def lock_in_force(status: str, starts_on: str, ends_on: str, today: str) -> bool:
+    """A period locks from starts_on through ends_on (YYYY-MM-DD, inclusive), while OPEN."""
+    return status == "OPEN" and starts_on <= today <= ends_on
 
 
 def locked_units(open_periods: Iterable[str], org: OrgTree) -> frozenset[str]:

@@ -28,7 +28,8 @@ def change_from_pb(m) -> CustomerChange:
         cursor=m.cursor, customer_id=m.customer_id, tier=m.to_tier, segments=tuple(m.segments),
         flags=tuple(m.flags), home_branch_id=m.home_branch_id, has_personal_loan=m.has_personal_loan,
         annual_card_spend_fen=m.annual_card_spend_fen, annual_avg_aum_fen=m.annual_avg_aum_fen,
-        card_level=m.card_level, changed_at=changed_at)
+        card_level=m.card_level, changed_at=changed_at, group_keys=dict(m.group_keys), from_tier=m.from_tier,
+        previous_home_branch_id=m.previous_home_branch_id)
 
 
 class FeedFollower:

@@ -1,11 +1,14 @@
 """The ruleset kinds assignment owns."""
 from __future__ import annotations
 
+import re
 from typing import Iterable, Mapping
 
 from services.rules.kinds import BOOL, INT, STRING, KindSpec, Problem
 
 POLICY_RULESET = "assignment.policy"
+LEVELS = ("BRANCH", "SUB_BRANCH", "OUTLET")  # as domain.LEVELS
+SELECTOR_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def _check_policy(raw: Mapping) -> Iterable[Problem]:
@@ -29,6 +32,19 @@ def _check_policy(raw: Mapping) -> Iterable[Problem]:
     hours = params.get("change_request_expiry_hours")
     if isinstance(hours, bool) or not isinstance(hours, int) or hours <= 0:
         yield Problem("parameters.change_request_expiry_hours", "must be a positive integer")
+    level = params.get("approver_level", "BRANCH")
+    if level not in LEVELS:
+        yield Problem("parameters.approver_level", f"one of {', '.join(LEVELS)}")
+    overflow = params.get("overflow_levels", 0)
+    if isinstance(overflow, bool) or not isinstance(overflow, int) or not 0 <= overflow <= len(LEVELS) - 1:
+        yield Problem("parameters.overflow_levels", f"an integer from 0 to {len(LEVELS) - 1}")
+    selectors = params.get("group_selectors", ["tier"])
+    if not isinstance(selectors, list) or not selectors:
+        yield Problem("parameters.group_selectors", "a non-empty list of selector keys")
+    else:
+        for i, key in enumerate(selectors):
+            if not isinstance(key, str) or not SELECTOR_KEY.fullmatch(key):
+                yield Problem(f"parameters.group_selectors[{i}]", "a key of lowercase letters, digits and _")
     for i, role in enumerate(params.get("non_book_roles") or ()):
         if role in books:
             yield Problem(f"parameters.non_book_roles[{i}]", "a role cannot both hold a book and not")

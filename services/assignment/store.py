@@ -58,6 +58,11 @@ customers = Table(
     Column("cursor", BigInteger, nullable=False),
     Column("assigned_cursor", BigInteger, nullable=False, server_default="0"),
     Column("changed_at", DateTime(timezone=True), nullable=True),
+    # The keys the customer's groups are claimed by (TierChange.group_keys), JSON.
+    Column("group_keys", Text, nullable=False, server_default="{}"),
+    # What the last feed entry changed (domain causes: TIER_CHANGE, GROUP_CHANGE,
+    # HOME_BRANCH_CHANGE; PERIOD_END after a lock period ended): a suggestion names it.
+    Column("change_cause", String(32), nullable=False, server_default=""),
     Index("ix_assignment_customers_home", "home_branch_id"),
 )
 
@@ -78,6 +83,8 @@ unplaced = Table(
     Column("reason", String(32), nullable=False),
     Column("branch_id", String(64), nullable=False),
     Column("tier", String(64), nullable=False),
+    Column("since", DateTime(timezone=True), nullable=True),  # unplaced without a break since
+    Column("tried", Text, nullable=False, server_default=""),  # units tried, comma-joined, nearest first
     Index("ix_assignment_unplaced_reason", "reason"),
 )
 
@@ -101,6 +108,8 @@ lock_periods = Table(
     Column("closed_at", DateTime(timezone=True), nullable=True),
     Column("opened_by", String(200), nullable=False),
     Column("closed_by", String(200), nullable=True),
+    # When the end of the period was handled (its pending suggestions expired).
+    Column("ended_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("period_id", "branch_id", name="uq_assignment_lock_period_branch"),
 )
 
@@ -125,6 +134,8 @@ change_requests = Table(
     Column("branch_id", String(64), nullable=False),
     Column("period_id", String(64), nullable=True),
     Column("request_id", String(200), nullable=True),
+    Column("cause", String(32), nullable=False, server_default=""),
+    Column("superseded_by", String(64), nullable=True),
     UniqueConstraint("requested_by", "request_id", name="uq_assignment_cr_request"),
     Index("ix_assignment_cr_status", "status", "created_at"),
     Index("ix_assignment_cr_customer", "customer_id", "role"),
@@ -155,8 +166,10 @@ group_claims = Table(
     Column("claimed_at", DateTime(timezone=True), nullable=False),
     Column("claimed_by", String(200), nullable=False),
     Column("request_id", String(200), nullable=True),
-    # One person per group (and selector).
-    UniqueConstraint("group_code", "selector_json", name="uq_assignment_group_claim"),
+    # The unit the claim covers, with everything below it. Claims of one group
+    # may not overlap (checked under a per-group lock); this is the last guard.
+    Column("scope_branch_id", String(64), nullable=False, server_default=""),
+    UniqueConstraint("group_code", "scope_branch_id", "selector_json", name="uq_assignment_group_claim_scope"),
 )
 
 
@@ -199,6 +212,19 @@ def lock_staff(conn: Connection, staff_ids: Iterable[str] | None = None) -> None
 
 def lock_customer(conn: Connection, customer_id: str):
     return conn.execute(select(customers).where(customers.c.customer_id == customer_id).with_for_update()).first()
+
+
+def serialize_claims(conn: Connection, group: str) -> None:
+    """One claim of a group at a time (PostgreSQL: a transaction advisory lock),
+    so two overlapping claims cannot both pass the overlap check."""
+    if is_postgres(conn):
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('kequn-group-claim:' || :g))"), {"g": group})
+
+
+def serialize_lock_periods(conn: Connection) -> None:
+    """One OpenLockPeriod at a time, so two overlapping periods cannot both pass the check."""
+    if is_postgres(conn):
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('kequn-lock-period'))"))
 
 
 def serialize_runs(conn: Connection) -> None:

@@ -122,7 +122,14 @@ FIELDS: dict[str, dict[str, Bound]] = {
     "kequn.assignment.v1.GetCustomerManagersRequest": {"customer_id": ID},
     "kequn.assignment.v1.GroupClaim": {
         "staff_id": ID, "group": CODE, "selector": Map(50, Str(64), Str(200, TEXT)), "request_id": REQUEST_ID,
-        "claim_id": Str(40)},
+        "claim_id": Str(40), "scope_branch_id": ID},
+    "kequn.assignment.v1.ListBranchesRequest": {"branch_id": ID, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
+    "kequn.assignment.v1.ListStaffRequest": {
+        "branch_id": ID, "role": CODE, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
+    "kequn.assignment.v1.ListLockPeriodsRequest": {"branch_id": ID, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
+    "kequn.assignment.v1.GetGroupBookRequest": {
+        "staff_id": ID, "group": CODE, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
+    "kequn.assignment.v1.ListUnplacedRequest": {"branch_id": ID, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
     "kequn.assignment.v1.LockPeriod": {"period_id": ID, "branch_id": ID, "starts_on": DATE, "ends_on": DATE},
     "kequn.assignment.v1.CloseLockPeriodRequest": {"period_id": ID, "branch_id": ID},
     "kequn.assignment.v1.CreateChangeRequestRequest": {

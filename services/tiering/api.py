@@ -95,6 +95,7 @@ def change_to_proto(c: Change) -> tiering_pb2.TierChange:
         annual_card_spend_fen=c.annual_card_spend_fen, card_level=c.card_level,
         previous_segments=c.previous_segments, previous_flags=c.previous_flags,
         previous_home_branch_id=c.previous_home_branch_id, as_of=c.as_of, traceparent=c.traceparent,
+        group_keys=dict(c.group_keys),
     )
 
 

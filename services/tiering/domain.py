@@ -70,6 +70,7 @@ class CustomerState:
     home_branch_id: str = ""
     below_count: int = 0             # consecutive evaluations below the current tier
     last_below_as_of: str = ""       # as_of of the last one counted (a re-run of a day counts once)
+    group_keys: tuple[tuple[str, str], ...] = ()  # what the customer's groups are claimed by (sorted pairs)
 
 
 @dataclass(frozen=True)
@@ -303,11 +304,26 @@ def decide(s: Snapshot, state: CustomerState | None, answer: RuleAnswer, scheme:
     return decision, new_state
 
 
-def feed_worthy(decision: Decision, state: CustomerState | None) -> bool:
-    """A stored decision goes to the change feed when the tier, groups, flags
-    or home branch changed (or the customer is new)."""
+def feed_worthy(decision: Decision, state: CustomerState | None,
+                group_keys: tuple[tuple[str, str], ...] | None = None) -> bool:
+    """A stored decision goes to the change feed when the tier, groups, flags,
+    home branch or group keys changed (or the customer is new)."""
     return (state is None or decision.tier != state.tier or decision.segments != tuple(state.segments)
-            or decision.flags != tuple(state.flags) or decision.home_branch_id != state.home_branch_id)
+            or decision.flags != tuple(state.flags) or decision.home_branch_id != state.home_branch_id
+            or (group_keys is not None and group_keys != tuple(state.group_keys)))
+
+
+def group_keys(s: "Snapshot", attribute_keys: Iterable[str] = ()) -> tuple[tuple[str, str], ...]:
+    """The keys a customer's groups are claimed by: the payroll employer, the
+    merchant's market (attributes["merchant_market_id"]) and every attribute
+    the groups ruleset names in parameters.group_key_attributes. Sorted
+    (key, value) pairs, non-empty values only."""
+    attributes = s.attributes or {}
+    found = {"payroll_employer_id": s.payroll_employer_id or "",
+             "merchant_market_id": attributes.get("merchant_market_id", "")}
+    for key in attribute_keys:
+        found[str(key)] = attributes.get(str(key), "")
+    return tuple(sorted((k, str(v)) for k, v in found.items() if v))
 
 
 

@@ -69,6 +69,17 @@ def _check_tier_scheme(raw: Mapping) -> Iterable[Problem]:
                 yield Problem(path, f"tier '{tier}' is not in parameters.tier_order")
 
 
+def _check_customer_groups(raw: Mapping) -> Iterable[Problem]:
+    """group_key_attributes: attribute names whose values travel on the feed as group keys."""
+    keys = (raw.get("parameters") or {}).get("group_key_attributes", [])
+    if not isinstance(keys, list):
+        yield Problem("parameters.group_key_attributes", "a list of attribute names")
+        return
+    for i, key in enumerate(keys):
+        if not isinstance(key, str) or not key or len(key) > 64:
+            yield Problem(f"parameters.group_key_attributes[{i}]", "an attribute name of 1 to 64 characters")
+
+
 KINDS = [
     KindSpec(
         name=TIER_SCHEME,
@@ -85,6 +96,7 @@ KINDS = [
         fields=CUSTOMER_FIELDS,
         outputs={"segments": "list", "flags": "list"},
         allow_attributes=True,
+        check=_check_customer_groups,
         description="Customer groups (segments) and flags; every matching rule adds its codes.",
     ),
 ]

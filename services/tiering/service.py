@@ -25,7 +25,7 @@ from services.common.tracing import current_traceparent
 
 from services.rules.engine import FactRefused
 
-from .domain import (CustomerState, RuleAnswer, Snapshot, TierScheme, decide, feed_worthy,
+from .domain import (CustomerState, RuleAnswer, Snapshot, TierScheme, decide, feed_worthy, group_keys,
                      home_branch, project, rule_facts, validate)
 from .metrics import TieringMetrics
 from .scheme import tier_scheme
@@ -293,6 +293,7 @@ class TieringService:
                 homes.append(home)
                 facts.append(rule_facts(s, home))
             tier_fields, group_fields = tiers.loaded.compiled.fields, groups.loaded.compiled.fields
+            key_attributes = tuple(groups.document.parameters.get("group_key_attributes") or ())
             # Per item: an input the engine refuses answers its own error.
             tier_answers = tiers.evaluate_each([project(f, tier_fields) for f in facts])
             group_answers = groups.evaluate_each([project(f, group_fields) for f in facts])
@@ -327,8 +328,10 @@ class TieringService:
                         + tuple((f.rule_id, groups.name, groups.version) for f in g_ev.fired))
                 before = states.get(s.customer_id)
                 decision, after = decide(s, before, answer, scheme, (tiers.name, tiers.version), home, fact)
+                keys = group_keys(s, key_attributes)
+                after = replace(after, group_keys=keys)
                 item = PendingWrite(s, decision, uuid.uuid4().hex, r.request_id or None, before, after,
-                                    feed_worthy(decision, before), r.origin or origin,
+                                    feed_worthy(decision, before, keys), r.origin or origin,
                                     traceparent=traceparent if r.traceparent is None else r.traceparent)
                 if r.dry_run:
                     results[i] = Outcome(s.customer_id, True, StoredDecision(decision, item.decision_id, now, 0))

@@ -42,6 +42,7 @@ customers = Table(
     Column("below_count", Integer, nullable=False),
     Column("last_below_as_of", String(10), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("group_keys", Text, nullable=False, server_default="{}"),  # JSON object (TierChange.group_keys)
 )
 
 decisions = Table(
@@ -90,6 +91,7 @@ changes = Table(
     Column("has_personal_loan", Boolean, nullable=False),
     Column("annual_card_spend_fen", BigInteger, nullable=False),
     Column("card_level", _CODE, nullable=False),
+    Column("group_keys", Text, nullable=False, server_default="{}"),  # JSON object
     Column("traceparent", String(64), nullable=True),  # W3C trace context of the evaluation
 )
 
@@ -129,11 +131,21 @@ class Change:
     has_personal_loan: bool
     annual_card_spend_fen: int
     card_level: str
+    group_keys: tuple[tuple[str, str], ...] = ()
     traceparent: str = ""
 
 
 def _codes(text_value: str) -> tuple[str, ...]:
     return tuple(json.loads(text_value))
+
+
+def _keys(text_value: str | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(json.loads(text_value or "{}").items()))
+
+
+@lru_cache(maxsize=8192)
+def _keys_json(pairs: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(dict(pairs), separators=(",", ":"), ensure_ascii=False)
 
 
 @lru_cache(maxsize=8192)
@@ -155,9 +167,12 @@ def _driver_errors():
 def _state_json(state: CustomerState | None) -> dict | None:
     if state is None:
         return None
-    return {"tier": state.tier, "segments": list(state.segments), "flags": list(state.flags),
-            "home_branch_id": state.home_branch_id, "below_count": state.below_count,
-            "last_below_as_of": state.last_below_as_of}
+    out = {"tier": state.tier, "segments": list(state.segments), "flags": list(state.flags),
+           "home_branch_id": state.home_branch_id, "below_count": state.below_count,
+           "last_below_as_of": state.last_below_as_of}
+    if state.group_keys:
+        out["group_keys"] = dict(state.group_keys)
+    return out
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -202,7 +217,7 @@ def _change_from_row(row) -> Change:
         ruleset=row.ruleset, ruleset_version=row.ruleset_version, changed_at=_aware(row.changed_at),
         decision_id=row.decision_id, as_of=row.as_of, annual_avg_aum_fen=row.annual_avg_aum_fen,
         has_personal_loan=row.has_personal_loan, annual_card_spend_fen=row.annual_card_spend_fen,
-        card_level=row.card_level, traceparent=row.traceparent or "",
+        card_level=row.card_level, group_keys=_keys(row.group_keys), traceparent=row.traceparent or "",
     )
 
 
@@ -236,15 +251,17 @@ class TieringRepository:
         if self.postgres:  # the driver directly: this runs for every unary call and chunk
             # Sorted, so two batches sharing customers lock them in the same order.
             with _driver_errors(), self._raw().cursor() as cur:
-                cur.execute("SELECT customer_id, tier, segments, flags, home_branch_id, below_count, last_below_as_of"
-                            " FROM tiering_customers WHERE customer_id = ANY(%s) ORDER BY customer_id"
+                cur.execute("SELECT customer_id, tier, segments, flags, home_branch_id, below_count, last_below_as_of,"
+                            " group_keys FROM tiering_customers WHERE customer_id = ANY(%s) ORDER BY customer_id"
                             + (" FOR UPDATE" if for_update else ""), (sorted(set(customer_ids)),))
-                return {row[0]: CustomerState(row[0], row[1], _codes(row[2]), _codes(row[3]), row[4], row[5], row[6])
+                return {row[0]: CustomerState(row[0], row[1], _codes(row[2]), _codes(row[3]), row[4], row[5], row[6],
+                                              _keys(row[7]))
                         for row in cur.fetchall()}
         query = select(customers).where(customers.c.customer_id.in_(sorted(set(customer_ids))))
         return {
             row.customer_id: CustomerState(row.customer_id, row.tier, _codes(row.segments), _codes(row.flags),
-                                           row.home_branch_id, row.below_count, row.last_below_as_of)
+                                           row.home_branch_id, row.below_count, row.last_below_as_of,
+                                           _keys(row.group_keys))
             for row in self.session.execute(query)
         }
 
@@ -292,7 +309,7 @@ class TieringRepository:
             row = {"customer_id": customer_id, "tier": after.tier, "segments": _json(after.segments),
                    "flags": _json(after.flags), "home_branch_id": after.home_branch_id,
                    "below_count": after.below_count, "last_below_as_of": after.last_below_as_of,
-                   "updated_at": now}
+                   "updated_at": now, "group_keys": _keys_json(after.group_keys)}
             if before is None:
                 new_rows.append(row)
             elif before != after:  # an unchanged customer costs no UPDATE
@@ -382,4 +399,5 @@ class TieringRepository:
                 "ruleset": d.ruleset, "ruleset_version": d.ruleset_version, "changed_at": now,
                 "decision_id": item.decision_id, "as_of": d.as_of, "annual_avg_aum_fen": s.annual_avg_aum_fen,
                 "has_personal_loan": s.has_personal_loan, "annual_card_spend_fen": s.annual_card_spend_fen,
-                "card_level": s.card_level, "traceparent": item.traceparent or None}
+                "card_level": s.card_level, "group_keys": _keys_json(item.after.group_keys),
+                "traceparent": item.traceparent or None}

@@ -59,6 +59,11 @@ CONTRACT_RPCS: dict[str, set[str]] = {
         "RejectChangeRequest",
         "ListChangeRequests",
         "ListAuditEvents",
+        "ListBranches",
+        "ListStaff",
+        "ListLockPeriods",
+        "GetGroupBook",
+        "ListUnplaced",
     },
     "kequn.scoring.v1.ScoringService": {
         "SubmitMetrics",
@@ -119,6 +124,8 @@ CONTRACT_SIGNATURES: dict[tuple[str, str], tuple[str | None, str | None, bool, b
         "DecideChangeRequestRequest", "ChangeRequest", False, False),
     ("kequn.assignment.v1.AssignmentService", "RejectChangeRequest"): (
         "DecideChangeRequestRequest", "ChangeRequest", False, False),
+    ("kequn.assignment.v1.AssignmentService", "GetGroupBook"): ("GetGroupBookRequest", None, False, False),
+    ("kequn.assignment.v1.AssignmentService", "ListUnplaced"): ("ListUnplacedRequest", None, False, False),
     ("kequn.scoring.v1.ScoringService", "SubmitMetrics"): ("SubmitMetricsRequest", None, False, False),
     ("kequn.scoring.v1.ScoringService", "CalculatePeriod"): (
         "CalculatePeriodRequest", None, False, False),
@@ -172,6 +179,8 @@ CONTRACT_FIELDS: dict[str, dict[str, object]] = {
         "unplaced": "kequn.assignment.v1.Unplaced", "suggestions_created": None},
     "kequn.assignment.v1.Unplaced": {"customer_id": _S, "reason": _S},
     "kequn.assignment.v1.GetBookRequest": {"staff_id": _S, "page_size": _I32, "page_token": _S},
+    "kequn.assignment.v1.GetGroupBookRequest": {"staff_id": _S, "group": _S, "page_size": _I32, "page_token": _S},
+    "kequn.assignment.v1.ListUnplacedRequest": {"branch_id": _S, "page_size": _I32, "page_token": _S},
     "kequn.assignment.v1.Book": {
         "staff_id": _S, "role": _S, "size": None, "initial_size": None, "max_size": None,
         "customer_ids": _S, "next_page_token": _S},
@@ -350,7 +359,7 @@ def test_tier_change_feed_carries_assignment_inputs() -> None:
     for name in (
         "cursor", "customer_id", "from_tier", "to_tier", "change", "segments", "flags",
         "home_branch_id", "ruleset", "changed_at", "decision_id", "annual_avg_aum_fen",
-        "has_personal_loan", "annual_card_spend_fen", "card_level",
+        "has_personal_loan", "annual_card_spend_fen", "card_level", "group_keys",
     ):
         assert name in fields, f"TierChange.{name} missing"
     assert fields["cursor"].type == FieldDescriptor.TYPE_INT64

@@ -60,6 +60,16 @@ def test_the_demo_org_books_lock_and_pending_requests(tmp_path):
         moved = ops.GetCustomerManagers(apb.GetCustomerManagersRequest(customer_id=first.customer_id))
         assert first.to_staff_id in {a.staff_id for a in moved.assignments}
 
+        # The approver sits at a 分行; a wealth manager of SUB-01 holds a payroll group book by employer.
+        approvers = ops.ListStaff(apb.ListStaffRequest(role="BRANCH_APPROVER")).staff
+        assert {s.branch_id for s in approvers if s.staff_id == "branch_approver"} == {"BR-2"}
+        while not (group := ops.GetGroupBook(apb.GetGroupBookRequest(staff_id="WM-01-1", group="PAYROLL"))).claims:
+            assert time.monotonic() < deadline, suite.log("assignment")[-3000:]
+            time.sleep(1)
+        [claim] = group.claims
+        assert set(claim.selector) == {"payroll_employer_id"} and claim.scope_branch_id == "SUB-01"
+        assert group.size > 0 and group.customer_ids
+
         engine = make_engine(suite.env["KEQUN_ASSIGNMENT_DATABASE_URL"])
         try:
             with engine.connect() as conn:

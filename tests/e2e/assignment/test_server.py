@@ -55,10 +55,14 @@ def test_org_staff_and_errors(suite):
         customer_id="NOBODY", action=apb.CHANGE_ACTION_ADD, to_staff_id="WM-9"))) == grpc.StatusCode.NOT_FOUND
     assert code_of(lambda: ops.OpenLockPeriod(apb.LockPeriod(period_id="P", branch_id="BR-9", starts_on="2026-13-01",
                                                              ends_on="2026-12-31"))) == grpc.StatusCode.INVALID_ARGUMENT
-    ops.OpenLockPeriod(apb.LockPeriod(period_id="P1", branch_id="BR-9", starts_on="2026-01-01", ends_on="2026-12-31"))
+    ops.OpenLockPeriod(apb.LockPeriod(period_id="P1", branch_id="BR-9", starts_on="2026-01-01", ends_on="2099-12-31"))
     assert code_of(lambda: ops.OpenLockPeriod(apb.LockPeriod(period_id="P2", branch_id="SUB-91",
-                                                             starts_on="2026-06-01", ends_on="2026-06-30"))) \
+                                                             starts_on="2030-06-01", ends_on="2030-06-30"))) \
         == grpc.StatusCode.FAILED_PRECONDITION
+    # A period that has already ended would lock nothing: refused, naming ends_on.
+    code, details = details_of(lambda: ops.OpenLockPeriod(apb.LockPeriod(
+        period_id="P0", branch_id="BR-9", starts_on="2020-01-01", ends_on="2020-12-31")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "ends_on" in details
     run = ops.RunAssignment(apb.RunAssignmentRequest(dry_run=True))
     assert run.dry_run and run.assigned == 0
 
@@ -110,7 +114,7 @@ def test_lock_period_dates_must_be_plain_iso_dates(suite):
     ops.UpsertBranch(apb.Branch(branch_id="BR-D", level=apb.BRANCH_LEVEL_BRANCH))
     for starts_on in ("20260301", "2026-W09-1", "2026-3-1", "２０２６-03-01", "0000-01-01", "2026-03-01T00:00"):
         code, details = details_of(lambda: ops.OpenLockPeriod(apb.LockPeriod(
-            period_id="PD", branch_id="BR-D", starts_on=starts_on, ends_on="2026-12-31")))
+            period_id="PD", branch_id="BR-D", starts_on=starts_on, ends_on="2099-12-31")))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "starts_on" in details, starts_on
 
 
@@ -138,3 +142,35 @@ def test_csv_import_through_the_cli(suite, tmp_path, capsys):
     assert "1 created, 0 updated, 1 failed" in captured.out and "line 3: INVALID_ARGUMENT" in captured.err
     book = stub(suite, "operations").GetBook(apb.GetBookRequest(staff_id="LM-77"))
     assert book.branch_id == "OUT-771"
+
+
+def test_a_branch_reads_its_own_state_over_grpc(suite):
+    ops, staff = stub(suite, "operations"), stub(suite, "branch_staff")
+    ops.UpsertBranch(apb.Branch(branch_id="BR-R", level=apb.BRANCH_LEVEL_BRANCH))
+    ops.UpsertBranch(apb.Branch(branch_id="SUB-R1", parent_branch_id="BR-R", level=apb.BRANCH_LEVEL_SUB_BRANCH))
+    ops.UpsertBranch(apb.Branch(branch_id="OUT-R11", parent_branch_id="SUB-R1", level=apb.BRANCH_LEVEL_OUTLET))
+    for staff_id, branch_id, role in (("LM-R", "OUT-R11", "LOBBY_MANAGER"), ("WM-R", "SUB-R1", "WEALTH_MANAGER")):
+        ops.UpsertStaff(apb.Staff(staff_id=staff_id, branch_id=branch_id, role=role, active=True))
+    page = staff.ListBranches(apb.ListBranchesRequest(branch_id="BR-R", page_size=2))
+    assert [b.branch_id for b in page.branches] == ["BR-R", "OUT-R11"] and page.next_page_token
+    rest = staff.ListBranches(apb.ListBranchesRequest(branch_id="BR-R", page_token=page.next_page_token))
+    assert [b.branch_id for b in rest.branches] == ["SUB-R1"] and not rest.next_page_token
+    assert [s.staff_id for s in staff.ListStaff(apb.ListStaffRequest(branch_id="BR-R")).staff] == ["LM-R", "WM-R"]
+    assert [s.staff_id for s in staff.ListStaff(apb.ListStaffRequest(branch_id="BR-R", role="LOBBY_MANAGER")).staff] \
+        == ["LM-R"]
+    ops.OpenLockPeriod(apb.LockPeriod(period_id="R", branch_id="BR-R", starts_on="2026-01-01", ends_on="2099-12-31"))
+    [period] = staff.ListLockPeriods(apb.ListLockPeriodsRequest(branch_id="OUT-R11")).lock_periods
+    assert (period.period_id, period.in_force) == ("R", True)
+    assert not staff.ListUnplaced(apb.ListUnplacedRequest(branch_id="BR-R")).unplaced
+    # The proto's own example: a payroll group book by employer.
+    claimed = staff.ClaimGroup(apb.GroupClaim(staff_id="WM-R", group="PAYROLL",
+                                              selector={"payroll_employer_id": "E123"}))
+    assert claimed.claim.scope_branch_id == "SUB-R1" and claimed.customers == 0
+    book = staff.GetGroupBook(apb.GetGroupBookRequest(staff_id="WM-R", group="PAYROLL"))
+    assert [c.claim_id for c in book.claims] == [claimed.claim.claim_id] and book.size == 0
+    code, details = details_of(lambda: staff.ClaimGroup(apb.GroupClaim(staff_id="WM-R", group="PAYROLL",
+                                                                       selector={"shoe_size": "42"})))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "payroll_employer_id" in details
+    assert code_of(lambda: stub(suite, "mobile_banking").ListUnplaced(apb.ListUnplacedRequest())) \
+        == grpc.StatusCode.PERMISSION_DENIED
+    assert code_of(lambda: staff.ListStaff(apb.ListStaffRequest(page_token="nope"))) == grpc.StatusCode.INVALID_ARGUMENT

@@ -145,20 +145,26 @@ def test_maker_cannot_check_and_checker_must_be_above(svc):
     svc.upsert_staff("hr", "WM-2", "SUB-11", "WEALTH_MANAGER", True)
     cr = svc.create_change_request("APPROVER-1", "A", "TRANSFER", "WM-1", "WM-2", "rebalance")
     assert cr["requested_by"] == "APPROVER-1" and cr["status"] == "PENDING"
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDenied) as own:
         svc.decide("APPROVER-1", False, cr["change_request_id"], True, "")
+    assert own.value.reason == "SELF_APPROVAL"
     with pytest.raises(PermissionDenied):
         svc.decide("stranger", False, cr["change_request_id"], True, "")
+    # Seed 003: the 分行 approves; the sub-branch's approver is told which level must.
+    with pytest.raises(PermissionDenied) as sub:
+        svc.decide("APPROVER-11", False, cr["change_request_id"], True, "")
+    assert (sub.value.reason, sub.value.metadata["required_level"]) == ("NOT_APPROVER", "BRANCH")
     svc.upsert_staff("hr", "APPROVER-2", "BR-1", "BRANCH_APPROVER", True)
     svc.upsert_branch("ops", "BR-2", "", "", "BRANCH")
     svc.upsert_staff("hr", "APPROVER-X", "BR-2", "BRANCH_APPROVER", True)
     with pytest.raises(PermissionDenied):
         svc.decide("APPROVER-X", False, cr["change_request_id"], True, "")
     assert svc.get_change_request(cr["change_request_id"])["status"] == "PENDING"
-    assert svc.decide("APPROVER-11", False, cr["change_request_id"], True, "")["status"] == "APPROVED"
+    assert svc.decide("APPROVER-2", False, cr["change_request_id"], True, "")["status"] == "APPROVED"
     assert managers(svc, "A") == {("WEALTH_MANAGER", "WM-2")}
-    with pytest.raises(FailedPrecondition):  # already decided
+    with pytest.raises(FailedPrecondition) as again:  # already decided
         svc.decide("APPROVER-2", False, cr["change_request_id"], False, "")
+    assert again.value.reason == "CONFLICT"
 
 
 def test_wrong_role_expiry_and_supersede(svc, clock):

@@ -86,7 +86,8 @@ def test_every_kind_of_mutation_is_one_chained_record(svc, clock):
         ("maker", "req-cr2", "change_request.supersede", f"change_request/{first['change_request_id']}"),
         ("maker", "req-cr2", "change_request.create", f"change_request/{second['change_request_id']}")]
     assert records[0][5]["status"] == "PENDING" and records[0][5]["reason"] == "balance"
-    assert (records[1][4], records[1][5]) == ({"status": "PENDING"}, {"status": "SUPERSEDED"})
+    assert (records[1][4], records[1][5]) == ({"status": "PENDING"}, {
+        "status": "SUPERSEDED", "superseded_by": second["change_request_id"]})
 
     with calling_as("APPROVER-1", "req-approve"):
         svc.decide("APPROVER-1", False, second["change_request_id"], True, "fine")

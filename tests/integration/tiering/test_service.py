@@ -159,3 +159,18 @@ def test_page_size_out_of_range_is_refused(harness):
         harness.service.list_changes(page_token="abc")
     with pytest.raises(InvalidArgument):
         harness.service.list_changes(after_cursor=-1)
+
+
+def test_group_keys_travel_on_the_feed_and_a_new_employer_alone_is_a_change(harness):
+    """Group books are claimed by employer and market: the feed carries them."""
+    ask(harness, annual_avg_aum_fen=30_000_000, payroll_employer_id="EMP-1",
+        attributes={"merchant_market_id": "MKT-7", "cash_only": "false"})
+    ask(harness, as_of="2026-02-28", annual_avg_aum_fen=30_000_000, payroll_employer_id="EMP-1",
+        attributes={"merchant_market_id": "MKT-7"})  # nothing the feed carries changed
+    ask(harness, as_of="2026-03-31", annual_avg_aum_fen=30_000_000, payroll_employer_id="EMP-2",
+        attributes={"merchant_market_id": "MKT-7"})  # same groups, another employer
+    changes, _ = harness.service.list_changes(customer_id="C1")
+    assert [dict(c.group_keys) for c in changes] == [
+        {"payroll_employer_id": "EMP-1", "merchant_market_id": "MKT-7"},
+        {"payroll_employer_id": "EMP-2", "merchant_market_id": "MKT-7"}]
+    assert changes[1].segments == changes[0].segments and changes[1].to_tier == changes[0].to_tier

@@ -134,3 +134,70 @@ def test_deterministic_whatever_the_input_order():
     a = plan_assignment(customers, {}, team, {}, ORG, POLICY)
     b = plan_assignment(list(reversed(customers)), {}, list(reversed(team)), {}, ORG, POLICY)
     assert a.moves == b.moves and a.unplaced == b.unplaced
+
+
+# --- seed details: overflow upward, over-max books, approver level, group claim scopes ---------
+
+from services.assignment.domain import (  # noqa: E402
+    BOOK_OVER_MAX, STAFF_DEACTIVATED, check_approver, claim_covers, claims_overlap)
+from services.common.errors import PermissionDenied  # noqa: E402
+
+LEVELED = OrgTree({"BR-1": None, "SUB-01": "BR-1", "SUB-02": "BR-1", "OUT-001": "SUB-01", "OUT-003": "SUB-02"},
+                  {"BR-1": "BRANCH", "SUB-01": "SUB_BRANCH", "SUB-02": "SUB_BRANCH", "OUT-001": "OUTLET",
+                   "OUT-003": "OUTLET"})
+
+
+def test_overflow_goes_up_as_far_as_the_policy_allows_and_names_the_units_tried():
+    team = staff(("LM-O", "OUT-001", "LOBBY_MANAGER"), ("LM-B", "BR-1", "LOBBY_MANAGER"))
+    customers = [CustomerNeed(f"C{i}", "OUT-001", ("LOBBY_MANAGER",)) for i in range(8)]
+    small = Policy(books={"LOBBY_MANAGER": BookSize(3, 3)}, overflow_levels=1)
+    plan = plan_assignment(customers, {}, team, {}, LEVELED, small)
+    assert plan.loads == {"LM-O": 3, "LM-B": 0}  # the 分行 is two levels up
+    assert {u.tried for u in plan.unplaced} == {("OUT-001",)}
+    plan = plan_assignment(customers, {}, team, {}, LEVELED, Policy(books=small.books, overflow_levels=2))
+    assert plan.loads == {"LM-O": 3, "LM-B": 3}
+    assert {(u.reason, u.tried) for u in plan.unplaced} == {(ALL_BOOKS_FULL, ("OUT-001", "BR-1"))}
+
+
+def test_an_over_full_book_gives_its_excess_to_someone_with_room_and_keeps_it_otherwise():
+    team = staff(("LM-1", "OUT-001", "LOBBY_MANAGER"))
+    current = {f"C{i}": {"LOBBY_MANAGER": "LM-1"} for i in range(5)}
+    customers = [CustomerNeed(c, "OUT-001", ("LOBBY_MANAGER",)) for c in current]
+    policy = Policy(books={"LOBBY_MANAGER": BookSize(3, 3)})
+    alone = plan_assignment(customers, current, team, {"LM-1": 5}, LEVELED, policy)
+    assert (alone.moves, alone.unplaced, alone.unchanged) == ([], [], 5)  # nowhere to go: never dropped
+    team += staff(("LM-2", "OUT-001", "LOBBY_MANAGER"))
+    plan = plan_assignment(customers, current, team, {"LM-1": 5}, LEVELED, policy)
+    assert {(m.customer_id, m.to_staff_id, m.cause) for m in plan.moves} == {
+        ("C4", "LM-2", BOOK_OVER_MAX), ("C3", "LM-2", BOOK_OVER_MAX)}
+
+
+def test_a_deactivated_holder_is_the_cause_of_the_move():
+    team = [StaffMember("LM-1", "OUT-001", "LOBBY_MANAGER", False), StaffMember("LM-2", "OUT-001", "LOBBY_MANAGER")]
+    plan = plan_assignment([CustomerNeed("C", "OUT-001", ("LOBBY_MANAGER",))], {"C": {"LOBBY_MANAGER": "LM-1"}},
+                           team, {"LM-1": 1}, LEVELED, Policy(books={"LOBBY_MANAGER": BookSize(3, 3)}))
+    assert [(m.from_staff_id, m.to_staff_id, m.cause) for m in plan.moves] == [("LM-1", "LM-2", STAFF_DEACTIVATED)]
+
+
+@pytest.mark.parametrize("approver_branch,level,allowed", [
+    ("BR-1", "BRANCH", True), ("SUB-01", "BRANCH", False), ("SUB-01", "SUB_BRANCH", True),
+    ("SUB-02", "SUB_BRANCH", False), ("BR-1", "SUB_BRANCH", True), ("OUT-001", "SUB_BRANCH", False)])
+def test_the_approver_sits_at_the_policy_level_or_higher_above_the_customer(approver_branch, level, allowed):
+    def check():
+        check_approver("APPROVER", approver_branch, "maker", "OUT-001", LEVELED, level=level)
+    if allowed:
+        check()
+    else:
+        with pytest.raises(PermissionDenied) as refused:
+            check()
+        assert refused.value.reason == "NOT_APPROVER" and refused.value.metadata["required_level"] == level
+
+
+def test_group_claims_cover_their_scope_and_overlap_only_where_a_customer_could_be_in_both():
+    assert claim_covers("PAYROLL", {"payroll_employer_id": "E1"}, "SUB-01", ["PAYROLL"],
+                        {"payroll_employer_id": "E1"}, "OUT-001", LEVELED)
+    assert not claim_covers("PAYROLL", {}, "SUB-02", ["PAYROLL"], {}, "OUT-001", LEVELED)
+    assert not claims_overlap({}, "SUB-01", {}, "SUB-02", LEVELED)  # sibling sub-branches
+    assert claims_overlap({}, "BR-1", {"payroll_employer_id": "E1"}, "OUT-001", LEVELED)
+    assert not claims_overlap({"payroll_employer_id": "E2"}, "BR-1", {"payroll_employer_id": "E1"}, "SUB-01",
+                              LEVELED)

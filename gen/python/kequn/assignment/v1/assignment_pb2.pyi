@@ -308,6 +308,8 @@ class Unplaced(_message.Message):
     TIER_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     BRANCH_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    TRIED_BRANCH_IDS_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     reason: _builtins.str
     """Reason code, e.g. "NO_STAFF_OF_ROLE" (no person of that role in the
@@ -319,6 +321,16 @@ class Unplaced(_message.Message):
     """The role the customer needed."""
     branch_id: _builtins.str
     """The customer's home branch."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Unplaced (for this role) without a break since then."""
+
+    @_builtins.property
+    def tried_branch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The units tried, nearest first (ALL_BOOKS_FULL: every unit whose books
+        were full, as far up as the policy's overflow_levels allows).
+        """
+
     def __init__(
         self,
         *,
@@ -327,10 +339,12 @@ class Unplaced(_message.Message):
         tier: _builtins.str = ...,
         role: _builtins.str = ...,
         branch_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        tried_branch_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "customer_id", b"customer_id", "reason", b"reason", "role", b"role", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "customer_id", b"customer_id", "reason", b"reason", "role", b"role", "since", b"since", "tier", b"tier", "tried_branch_ids", b"tried_branch_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -581,6 +595,7 @@ class GroupClaim(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CLAIM_ID_FIELD_NUMBER: _builtins.int
     CLAIMED_AT_FIELD_NUMBER: _builtins.int
+    SCOPE_BRANCH_ID_FIELD_NUMBER: _builtins.int
     staff_id: _builtins.str
     group: _builtins.str
     """Customer-group code, e.g. "PAYROLL", "MERCHANT"."""
@@ -588,11 +603,18 @@ class GroupClaim(_message.Message):
     """Idempotency key."""
     claim_id: _builtins.str
     """Set by the server."""
+    scope_branch_id: _builtins.str
+    """Set by the server: the unit the claim covers (with every unit below it):
+    the selector's home_branch_id if it names one, else the claimer's unit.
+    """
     @_builtins.property
     def selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Narrows the group: every key must equal the customer's attribute of that
-        name, e.g. {"payroll_employer_id": "E123"} or {"market": "M7"}. Empty =
-        the whole group in the staff member's branch.
+        """Narrows the group: every key must equal the customer's value of that
+        name, e.g. {"payroll_employer_id": "E123"} or {"merchant_market_id":
+        "M7"}. The keys allowed are declared by the assignment policy ruleset
+        (parameters.group_selectors); group keys come with tiering's feed
+        (TierChange.group_keys). Empty = the whole group in the claimer's unit
+        and below; "home_branch_id" names another unit as the scope.
         """
 
     @_builtins.property
@@ -606,10 +628,11 @@ class GroupClaim(_message.Message):
         request_id: _builtins.str = ...,
         claim_id: _builtins.str = ...,
         claimed_at: _timestamp_pb2.Timestamp | None = ...,
+        scope_branch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["claimed_at", b"claimed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "claimed_at", b"claimed_at", "group", b"group", "request_id", b"request_id", "selector", b"selector", "staff_id", b"staff_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "claimed_at", b"claimed_at", "group", b"group", "request_id", b"request_id", "scope_branch_id", b"scope_branch_id", "selector", b"selector", "staff_id", b"staff_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -652,6 +675,7 @@ class LockPeriod(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     OPENED_AT_FIELD_NUMBER: _builtins.int
     CLOSED_AT_FIELD_NUMBER: _builtins.int
+    IN_FORCE_FIELD_NUMBER: _builtins.int
     period_id: _builtins.str
     """Usually the assessment period id, e.g. "2025"."""
     branch_id: _builtins.str
@@ -662,6 +686,10 @@ class LockPeriod(_message.Message):
     """"YYYY-MM-DD", inclusive."""
     status: Global___LockPeriodStatus.ValueType
     """Set by the server."""
+    in_force: _builtins.bool
+    """Set by the server: OPEN and today (Asia/Shanghai) within starts_on ..
+    ends_on, so the books are locked now.
+    """
     @_builtins.property
     def opened_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -676,10 +704,11 @@ class LockPeriod(_message.Message):
         status: Global___LockPeriodStatus.ValueType = ...,
         opened_at: _timestamp_pb2.Timestamp | None = ...,
         closed_at: _timestamp_pb2.Timestamp | None = ...,
+        in_force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "opened_at", b"opened_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "closed_at", b"closed_at", "ends_on", b"ends_on", "opened_at", b"opened_at", "period_id", b"period_id", "starts_on", b"starts_on", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "closed_at", b"closed_at", "ends_on", b"ends_on", "in_force", b"in_force", "opened_at", b"opened_at", "period_id", b"period_id", "starts_on", b"starts_on", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -812,6 +841,8 @@ class ChangeRequest(_message.Message):
     BRANCH_ID_FIELD_NUMBER: _builtins.int
     PERIOD_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
     change_request_id: _builtins.str
     customer_id: _builtins.str
     action: Global___ChangeAction.ValueType
@@ -831,6 +862,15 @@ class ChangeRequest(_message.Message):
     period_id: _builtins.str
     """Lock period in force when it was created."""
     request_id: _builtins.str
+    cause: _builtins.str
+    """Why it exists: MANUAL (a maker asked), or for suggestions TIER_CHANGE,
+    GROUP_CHANGE, HOME_BRANCH_CHANGE, STAFF_DEACTIVATED, BOOK_OVER_MAX,
+    PERIOD_END (re-suggested after an earlier lock period ended).
+    """
+    superseded_by: _builtins.str
+    """For SUPERSEDED: the change request that replaced it, or "run/<run_id>"
+    when an assignment run made the change itself after the books unlocked.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -857,10 +897,12 @@ class ChangeRequest(_message.Message):
         branch_id: _builtins.str = ...,
         period_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        cause: _builtins.str = ...,
+        superseded_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "decided_at", b"decided_at", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "branch_id", b"branch_id", "change_request_id", b"change_request_id", "created_at", b"created_at", "customer_id", b"customer_id", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision_comment", b"decision_comment", "expires_at", b"expires_at", "from_staff_id", b"from_staff_id", "period_id", b"period_id", "reason", b"reason", "request_id", b"request_id", "requested_by", b"requested_by", "status", b"status", "suggested", b"suggested", "to_staff_id", b"to_staff_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "branch_id", b"branch_id", "cause", b"cause", "change_request_id", b"change_request_id", "created_at", b"created_at", "customer_id", b"customer_id", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision_comment", b"decision_comment", "expires_at", b"expires_at", "from_staff_id", b"from_staff_id", "period_id", b"period_id", "reason", b"reason", "request_id", b"request_id", "requested_by", b"requested_by", "status", b"status", "suggested", b"suggested", "superseded_by", b"superseded_by", "to_staff_id", b"to_staff_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1063,3 +1105,283 @@ class ListAuditEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015
+
+@_typing.final
+class ListBranchesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """This branch and everything below it; empty = the whole tree."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBranchesRequest: _TypeAlias = ListBranchesRequest  # noqa: Y015
+
+@_typing.final
+class ListBranchesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCHES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Branch]:
+        """Sorted by branch_id."""
+
+    def __init__(
+        self,
+        *,
+        branches: _abc.Iterable[Global___Branch] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBranchesResponse: _TypeAlias = ListBranchesResponse  # noqa: Y015
+
+@_typing.final
+class ListStaffRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """Staff of this branch and the units below it; empty = all."""
+    role: _builtins.str
+    """Only this role; empty = every role."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        role: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "page_size", b"page_size", "page_token", b"page_token", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStaffRequest: _TypeAlias = ListStaffRequest  # noqa: Y015
+
+@_typing.final
+class ListStaffResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAFF_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def staff(self) -> _containers.RepeatedCompositeFieldContainer[Global___Staff]:
+        """Sorted by staff_id."""
+
+    def __init__(
+        self,
+        *,
+        staff: _abc.Iterable[Global___Staff] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "staff", b"staff"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStaffResponse: _TypeAlias = ListStaffResponse  # noqa: Y015
+
+@_typing.final
+class ListLockPeriodsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """Periods on this branch, on the units above it (they lock it too) and on
+    the units below it; empty = all.
+    """
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLockPeriodsRequest: _TypeAlias = ListLockPeriodsRequest  # noqa: Y015
+
+@_typing.final
+class ListLockPeriodsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCK_PERIODS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def lock_periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___LockPeriod]: ...
+    def __init__(
+        self,
+        *,
+        lock_periods: _abc.Iterable[Global___LockPeriod] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lock_periods", b"lock_periods", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLockPeriodsResponse: _TypeAlias = ListLockPeriodsResponse  # noqa: Y015
+
+@_typing.final
+class GetGroupBookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAFF_ID_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    staff_id: _builtins.str
+    group: _builtins.str
+    """Customer-group code, e.g. "PAYROLL"."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        staff_id: _builtins.str = ...,
+        group: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "page_size", b"page_size", "page_token", b"page_token", "staff_id", b"staff_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGroupBookRequest: _TypeAlias = GetGroupBookRequest  # noqa: Y015
+
+@_typing.final
+class GroupBook(_message.Message):
+    """The customers a person holds through group claims on one group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAFF_ID_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    CUSTOMER_IDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    staff_id: _builtins.str
+    group: _builtins.str
+    size: _builtins.int
+    """Customers covered now (all pages)."""
+    next_page_token: _builtins.str
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupClaim]:
+        """The person's claims on that group."""
+
+    @_builtins.property
+    def customer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """This page of customer ids, sorted."""
+
+    def __init__(
+        self,
+        *,
+        staff_id: _builtins.str = ...,
+        group: _builtins.str = ...,
+        claims: _abc.Iterable[Global___GroupClaim] | None = ...,
+        size: _builtins.int = ...,
+        customer_ids: _abc.Iterable[_builtins.str] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "customer_ids", b"customer_ids", "group", b"group", "next_page_token", b"next_page_token", "size", b"size", "staff_id", b"staff_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupBook: _TypeAlias = GroupBook  # noqa: Y015
+
+@_typing.final
+class ListUnplacedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """Customers whose home is this branch or below; empty = all."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUnplacedRequest: _TypeAlias = ListUnplacedRequest  # noqa: Y015
+
+@_typing.final
+class ListUnplacedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNPLACED_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def unplaced(self) -> _containers.RepeatedCompositeFieldContainer[Global___Unplaced]:
+        """Sorted by customer_id, then role."""
+
+    def __init__(
+        self,
+        *,
+        unplaced: _abc.Iterable[Global___Unplaced] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "unplaced", b"unplaced"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUnplacedResponse: _TypeAlias = ListUnplacedResponse  # noqa: Y015

@@ -100,6 +100,31 @@ class AssignmentServiceStub:
                 request_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.ListBranches = channel.unary_unary(
+                '/kequn.assignment.v1.AssignmentService/ListBranches',
+                request_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListBranchesRequest.SerializeToString,
+                response_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListBranchesResponse.FromString,
+                _registered_method=True)
+        self.ListStaff = channel.unary_unary(
+                '/kequn.assignment.v1.AssignmentService/ListStaff',
+                request_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListStaffRequest.SerializeToString,
+                response_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListStaffResponse.FromString,
+                _registered_method=True)
+        self.ListLockPeriods = channel.unary_unary(
+                '/kequn.assignment.v1.AssignmentService/ListLockPeriods',
+                request_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListLockPeriodsRequest.SerializeToString,
+                response_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListLockPeriodsResponse.FromString,
+                _registered_method=True)
+        self.GetGroupBook = channel.unary_unary(
+                '/kequn.assignment.v1.AssignmentService/GetGroupBook',
+                request_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.GetGroupBookRequest.SerializeToString,
+                response_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.GroupBook.FromString,
+                _registered_method=True)
+        self.ListUnplaced = channel.unary_unary(
+                '/kequn.assignment.v1.AssignmentService/ListUnplaced',
+                request_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedRequest.SerializeToString,
+                response_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedResponse.FromString,
+                _registered_method=True)
 
 
 class AssignmentServiceServicer:
@@ -202,6 +227,42 @@ class AssignmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBranches(self, request, context):
+        """The org tree (a branch and everything below it; empty = all); paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStaff(self, request, context):
+        """Staff of a branch and the units below it, optionally of one role; paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLockPeriods(self, request, context):
+        """Lock periods that lock a branch: its own, its parents' and its units';
+        paged, newest start first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGroupBook(self, request, context):
+        """The customers of a person's group claim(s) on one group; paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUnplaced(self, request, context):
+        """Customers nobody could take, each with its reason and since when; paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AssignmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -269,6 +330,31 @@ def add_AssignmentServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'ListBranches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBranches,
+                    request_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListBranchesRequest.FromString,
+                    response_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListBranchesResponse.SerializeToString,
+            ),
+            'ListStaff': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStaff,
+                    request_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListStaffRequest.FromString,
+                    response_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListStaffResponse.SerializeToString,
+            ),
+            'ListLockPeriods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLockPeriods,
+                    request_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListLockPeriodsRequest.FromString,
+                    response_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListLockPeriodsResponse.SerializeToString,
+            ),
+            'GetGroupBook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroupBook,
+                    request_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.GetGroupBookRequest.FromString,
+                    response_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.GroupBook.SerializeToString,
+            ),
+            'ListUnplaced': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUnplaced,
+                    request_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedRequest.FromString,
+                    response_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -623,6 +709,141 @@ class AssignmentService:
             '/kequn.assignment.v1.AssignmentService/ListAuditEvents',
             kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListAuditEventsRequest.SerializeToString,
             kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBranches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.assignment.v1.AssignmentService/ListBranches',
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListBranchesRequest.SerializeToString,
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListBranchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStaff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.assignment.v1.AssignmentService/ListStaff',
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListStaffRequest.SerializeToString,
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListStaffResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLockPeriods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.assignment.v1.AssignmentService/ListLockPeriods',
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListLockPeriodsRequest.SerializeToString,
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListLockPeriodsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroupBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.assignment.v1.AssignmentService/GetGroupBook',
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.GetGroupBookRequest.SerializeToString,
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.GroupBook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUnplaced(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.assignment.v1.AssignmentService/ListUnplaced',
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedRequest.SerializeToString,
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,18 @@ class AssignmentServiceStub:
     """Change requests by status and branch; paged, newest first."""
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_assignment_pb2.ListAuditEventsRequest, _assignment_pb2.ListAuditEventsResponse]
     """The audit trail; paged, newest first."""
+    ListBranches: _grpc.UnaryUnaryMultiCallable[_assignment_pb2.ListBranchesRequest, _assignment_pb2.ListBranchesResponse]
+    """The org tree (a branch and everything below it; empty = all); paged."""
+    ListStaff: _grpc.UnaryUnaryMultiCallable[_assignment_pb2.ListStaffRequest, _assignment_pb2.ListStaffResponse]
+    """Staff of a branch and the units below it, optionally of one role; paged."""
+    ListLockPeriods: _grpc.UnaryUnaryMultiCallable[_assignment_pb2.ListLockPeriodsRequest, _assignment_pb2.ListLockPeriodsResponse]
+    """Lock periods that lock a branch: its own, its parents' and its units';
+    paged, newest start first.
+    """
+    GetGroupBook: _grpc.UnaryUnaryMultiCallable[_assignment_pb2.GetGroupBookRequest, _assignment_pb2.GroupBook]
+    """The customers of a person's group claim(s) on one group; paged."""
+    ListUnplaced: _grpc.UnaryUnaryMultiCallable[_assignment_pb2.ListUnplacedRequest, _assignment_pb2.ListUnplacedResponse]
+    """Customers nobody could take, each with its reason and since when; paged."""
 
 @_typing.type_check_only
 class AssignmentServiceAsyncStub(AssignmentServiceStub):
@@ -114,6 +126,18 @@ class AssignmentServiceAsyncStub(AssignmentServiceStub):
     """Change requests by status and branch; paged, newest first."""
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_assignment_pb2.ListAuditEventsRequest, _assignment_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """The audit trail; paged, newest first."""
+    ListBranches: _aio.UnaryUnaryMultiCallable[_assignment_pb2.ListBranchesRequest, _assignment_pb2.ListBranchesResponse]  # type: ignore[assignment]
+    """The org tree (a branch and everything below it; empty = all); paged."""
+    ListStaff: _aio.UnaryUnaryMultiCallable[_assignment_pb2.ListStaffRequest, _assignment_pb2.ListStaffResponse]  # type: ignore[assignment]
+    """Staff of a branch and the units below it, optionally of one role; paged."""
+    ListLockPeriods: _aio.UnaryUnaryMultiCallable[_assignment_pb2.ListLockPeriodsRequest, _assignment_pb2.ListLockPeriodsResponse]  # type: ignore[assignment]
+    """Lock periods that lock a branch: its own, its parents' and its units';
+    paged, newest start first.
+    """
+    GetGroupBook: _aio.UnaryUnaryMultiCallable[_assignment_pb2.GetGroupBookRequest, _assignment_pb2.GroupBook]  # type: ignore[assignment]
+    """The customers of a person's group claim(s) on one group; paged."""
+    ListUnplaced: _aio.UnaryUnaryMultiCallable[_assignment_pb2.ListUnplacedRequest, _assignment_pb2.ListUnplacedResponse]  # type: ignore[assignment]
+    """Customers nobody could take, each with its reason and since when; paged."""
 
 class AssignmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """AssignmentService places customers in staff books and manages changes."""
@@ -229,5 +253,47 @@ class AssignmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assignment_pb2.ListAuditEventsResponse, _abc.Awaitable[_assignment_pb2.ListAuditEventsResponse]]:
         """The audit trail; paged, newest first."""
+
+    @_abc_1.abstractmethod
+    def ListBranches(
+        self,
+        request: _assignment_pb2.ListBranchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assignment_pb2.ListBranchesResponse, _abc.Awaitable[_assignment_pb2.ListBranchesResponse]]:
+        """The org tree (a branch and everything below it; empty = all); paged."""
+
+    @_abc_1.abstractmethod
+    def ListStaff(
+        self,
+        request: _assignment_pb2.ListStaffRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assignment_pb2.ListStaffResponse, _abc.Awaitable[_assignment_pb2.ListStaffResponse]]:
+        """Staff of a branch and the units below it, optionally of one role; paged."""
+
+    @_abc_1.abstractmethod
+    def ListLockPeriods(
+        self,
+        request: _assignment_pb2.ListLockPeriodsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assignment_pb2.ListLockPeriodsResponse, _abc.Awaitable[_assignment_pb2.ListLockPeriodsResponse]]:
+        """Lock periods that lock a branch: its own, its parents' and its units';
+        paged, newest start first.
+        """
+
+    @_abc_1.abstractmethod
+    def GetGroupBook(
+        self,
+        request: _assignment_pb2.GetGroupBookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assignment_pb2.GroupBook, _abc.Awaitable[_assignment_pb2.GroupBook]]:
+        """The customers of a person's group claim(s) on one group; paged."""
+
+    @_abc_1.abstractmethod
+    def ListUnplaced(
+        self,
+        request: _assignment_pb2.ListUnplacedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assignment_pb2.ListUnplacedResponse, _abc.Awaitable[_assignment_pb2.ListUnplacedResponse]]:
+        """Customers nobody could take, each with its reason and since when; paged."""
 
 def add_AssignmentServiceServicer_to_server(servicer: AssignmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -445,6 +445,26 @@ class TierChange(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class GroupKeysEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CURSOR_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     FROM_TIER_FIELD_NUMBER: _builtins.int
@@ -464,6 +484,7 @@ class TierChange(_message.Message):
     PREVIOUS_FLAGS_FIELD_NUMBER: _builtins.int
     PREVIOUS_HOME_BRANCH_ID_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    GROUP_KEYS_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     """Strictly increasing, gap-tolerant position in the feed (> 0)."""
@@ -507,6 +528,15 @@ class TierChange(_message.Message):
 
     @_builtins.property
     def previous_flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def group_keys(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The keys the customer's groups are claimed by (group books): always
+        payroll_employer_id (CustomerSnapshot.payroll_employer_id) and
+        merchant_market_id (CustomerSnapshot.attributes["merchant_market_id"]),
+        plus every attribute named in the groups ruleset's
+        parameters.group_key_attributes. Only non-empty values.
+        """
+
     def __init__(
         self,
         *,
@@ -529,11 +559,12 @@ class TierChange(_message.Message):
         previous_flags: _abc.Iterable[_builtins.str] | None = ...,
         previous_home_branch_id: _builtins.str = ...,
         as_of: _builtins.str = ...,
+        group_keys: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "ruleset", b"ruleset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annual_avg_aum_fen", b"annual_avg_aum_fen", "annual_card_spend_fen", b"annual_card_spend_fen", "as_of", b"as_of", "card_level", b"card_level", "change", b"change", "changed_at", b"changed_at", "cursor", b"cursor", "customer_id", b"customer_id", "decision_id", b"decision_id", "flags", b"flags", "from_tier", b"from_tier", "has_personal_loan", b"has_personal_loan", "home_branch_id", b"home_branch_id", "previous_flags", b"previous_flags", "previous_home_branch_id", b"previous_home_branch_id", "previous_segments", b"previous_segments", "ruleset", b"ruleset", "segments", b"segments", "to_tier", b"to_tier", "traceparent", b"traceparent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annual_avg_aum_fen", b"annual_avg_aum_fen", "annual_card_spend_fen", b"annual_card_spend_fen", "as_of", b"as_of", "card_level", b"card_level", "change", b"change", "changed_at", b"changed_at", "cursor", b"cursor", "customer_id", b"customer_id", "decision_id", b"decision_id", "flags", b"flags", "from_tier", b"from_tier", "group_keys", b"group_keys", "has_personal_loan", b"has_personal_loan", "home_branch_id", b"home_branch_id", "previous_flags", b"previous_flags", "previous_home_branch_id", b"previous_home_branch_id", "previous_segments", b"previous_segments", "ruleset", b"ruleset", "segments", b"segments", "to_tier", b"to_tier", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
