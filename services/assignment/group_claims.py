@@ -49,6 +49,19 @@ class GroupClaimUseCases(ServiceBase):
                 out.append(c.customer_id)
         return out
 
+    def _refuse_if_locked(self, conn: Connection, org: d.OrgTree, scope: str, group: str) -> None:
+        """A new claim moves customers into a group book: during an assessment
+        period that is a book change like any other, so it waits for the
+        period's end (BOOK_LOCKED). Retrying an existing claim changes nothing
+        and stays allowed."""
+        for p in conn.execute(self._in_force().order_by(t.lock_periods.c.id)):
+            if org.within(scope, p.branch_id) or org.within(p.branch_id, scope):
+                raise FailedPrecondition(
+                    f"group books under {scope} are locked by period {p.period_id} on {p.branch_id} "
+                    f"through {p.ends_on}; claim {group} after it ends",
+                    reason="BOOK_LOCKED", metadata={"period_id": p.period_id, "branch_id": p.branch_id,
+                                                    "ends_on": str(p.ends_on), "group": group})
+
     def claim_group(self, actor: str, staff_id: str, group: str, selector: Mapping[str, str], request_id: str
                     ) -> tuple[dict, int]:
         policy, _ = self.policy()
@@ -78,6 +91,7 @@ class GroupClaimUseCases(ServiceBase):
                                   "group": group})
             created = claim is None
             if created:
+                self._refuse_if_locked(conn, org, scope, group)
                 claim = {"claim_id": "GC-" + uuid.uuid4().hex[:20], "staff_id": staff_id, "group_code": group,
                          "selector_json": selector_json, "claimed_at": self.clock(), "claimed_by": actor,
                          "request_id": request_id or None, "scope_branch_id": scope}
