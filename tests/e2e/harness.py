@@ -5,6 +5,8 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -112,3 +114,22 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
 
 
 __all__ = ["Suite", "metric_value", "ORDER"]
+
+
+@contextmanager
+def suite_on_postgres(workdir: Path, pg_database, services=ORDER,
+                      extra_env: dict[str, str] | None = None) -> Iterator[Suite]:
+    """The services as real processes, each on a fresh PostgreSQL schema of
+    the test database, dropped again afterwards."""
+    from tests.conftest import _drop_schema, _fresh_schema_url
+
+    schemas = {name: _fresh_schema_url(pg_database) for name in services}
+    suite = Suite(workdir, services=services, database_urls={name: url for name, (url, _) in schemas.items()},
+                  extra_env=extra_env)
+    try:
+        suite.start()
+        yield suite
+    finally:
+        suite.close()
+        for _, schema in schemas.values():
+            _drop_schema(pg_database, schema)

@@ -25,8 +25,7 @@ from kequn.scoring.v1 import scoring_pb2 as spb
 from kequn.scoring.v1 import scoring_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc
-from tests.conftest import _drop_schema, _fresh_schema_url
-from tests.e2e.harness import Suite
+from tests.e2e.harness import Suite, suite_on_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 T = 30  # call timeout, seconds
@@ -36,18 +35,10 @@ LOBBY = CARDS / "lobby_manager.yaml"
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory, _pg_database):
-    schemas = {s: _fresh_schema_url(_pg_database) for s in ("tiering", "scoring", "benefits")}
     # A long poll: whatever a process serves right after PublishRuleset, it loaded while publishing.
-    s = Suite(tmp_path_factory.mktemp("reasons"), services=("tiering", "scoring", "benefits"),
-              database_urls={k: url for k, (url, _) in schemas.items()},
-              extra_env={"KEQUN_RULES_POLL_SECONDS": "600"})
-    try:
-        s.start()
+    with suite_on_postgres(tmp_path_factory.mktemp("reasons"), _pg_database, ("tiering", "scoring", "benefits"),
+                           extra_env={"KEQUN_RULES_POLL_SECONDS": "600"}) as s:
         yield s
-    finally:
-        s.close()
-        for _, schema in schemas.values():
-            _drop_schema(_pg_database, schema)
 
 
 class Stubs:

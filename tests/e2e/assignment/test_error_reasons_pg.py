@@ -12,24 +12,16 @@ from grpc_status import rpc_status
 
 from kequn.assignment.v1 import assignment_pb2 as apb
 from tests.e2e.assignment.test_races_pg import eventually, evaluate, org, size, stub
-from tests.conftest import _drop_schema, _fresh_schema_url
-from tests.e2e.harness import Suite
+from tests.e2e.harness import suite_on_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory, _pg_database):
-    schemas = {name: _fresh_schema_url(_pg_database) for name in ("tiering", "assignment")}
-    s = Suite(tmp_path_factory.mktemp("assignment-reasons"), services=("tiering", "assignment"),
-              database_urls={name: url for name, (url, _) in schemas.items()})
-    try:
-        s.start()
+    with suite_on_postgres(tmp_path_factory.mktemp("assignment-reasons"), _pg_database,
+                           ("tiering", "assignment")) as s:
         yield s
-    finally:
-        s.close()
-        for _, schema in schemas.values():
-            _drop_schema(_pg_database, schema)
 
 
 def refusal(call) -> tuple[grpc.StatusCode, str, dict]:

@@ -16,8 +16,7 @@ from kequn.assignment.v1 import assignment_pb2 as apb
 from kequn.assignment.v1 import assignment_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc
-from tests.conftest import _drop_schema, _fresh_schema_url
-from tests.e2e.harness import Suite
+from tests.e2e.harness import suite_on_postgres
 
 pytestmark = pytest.mark.postgres
 PB_FEN = 700_000_000  # ¥7,000,000: private banking
@@ -25,16 +24,8 @@ PB_FEN = 700_000_000  # ¥7,000,000: private banking
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory, _pg_database):
-    schemas = {name: _fresh_schema_url(_pg_database) for name in ("tiering", "assignment")}
-    s = Suite(tmp_path_factory.mktemp("races"), services=("tiering", "assignment"),
-              database_urls={name: url for name, (url, _) in schemas.items()})
-    try:
-        s.start()
+    with suite_on_postgres(tmp_path_factory.mktemp("races"), _pg_database, ("tiering", "assignment")) as s:
         yield s
-    finally:
-        s.close()
-        for _, schema in schemas.values():
-            _drop_schema(_pg_database, schema)
 
 
 def stub(suite, role):
