@@ -158,9 +158,6 @@ def test_a_branch_reads_its_own_state_over_grpc(suite):
     assert [s.staff_id for s in staff.ListStaff(apb.ListStaffRequest(branch_id="BR-R")).staff] == ["LM-R", "WM-R"]
     assert [s.staff_id for s in staff.ListStaff(apb.ListStaffRequest(branch_id="BR-R", role="LOBBY_MANAGER")).staff] \
         == ["LM-R"]
-    ops.OpenLockPeriod(apb.LockPeriod(period_id="R", branch_id="BR-R", starts_on="2026-01-01", ends_on="2099-12-31"))
-    [period] = staff.ListLockPeriods(apb.ListLockPeriodsRequest(branch_id="OUT-R11")).lock_periods
-    assert (period.period_id, period.in_force) == ("R", True)
     assert not staff.ListUnplaced(apb.ListUnplacedRequest(branch_id="BR-R")).unplaced
     # The proto's own example: a payroll group book by employer.
     claimed = staff.ClaimGroup(apb.GroupClaim(staff_id="WM-R", group="PAYROLL",
@@ -168,6 +165,13 @@ def test_a_branch_reads_its_own_state_over_grpc(suite):
     assert claimed.claim.scope_branch_id == "SUB-R1" and claimed.customers == 0
     book = staff.GetGroupBook(apb.GetGroupBookRequest(staff_id="WM-R", group="PAYROLL"))
     assert [c.claim_id for c in book.claims] == [claimed.claim.claim_id] and book.size == 0
+    ops.OpenLockPeriod(apb.LockPeriod(period_id="R", branch_id="BR-R", starts_on="2026-01-01", ends_on="2099-12-31"))
+    [period] = staff.ListLockPeriods(apb.ListLockPeriodsRequest(branch_id="OUT-R11")).lock_periods
+    assert (period.period_id, period.in_force) == ("R", True)
+    # Inside the period the books are frozen: a new group book waits until it ends.
+    code, details = details_of(lambda: staff.ClaimGroup(apb.GroupClaim(staff_id="WM-R", group="MERCHANT",
+                                                                       selector={"merchant_market_id": "M1"})))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "2099-12-31" in details
     code, details = details_of(lambda: staff.ClaimGroup(apb.GroupClaim(staff_id="WM-R", group="PAYROLL",
                                                                        selector={"shoe_size": "42"})))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "payroll_employer_id" in details
