@@ -102,6 +102,19 @@ class Suite:
         self.stop()
 
 
+
+def eventually(check, timeout: float = 120.0, interval: float = 0.3):
+    """Poll `check` until it returns something truthy (followers catch up
+    asynchronously); fail the test if it never does within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
 def metric_value(text: str, name: str, **labels: str) -> float | None:
     """The value of one sample in a Prometheus text exposition, or None."""
     for line in text.splitlines():

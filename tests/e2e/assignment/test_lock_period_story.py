@@ -3,7 +3,6 @@ tiering publishes a change → a suggestion → approved by someone else → the
 book changes; approving one's own request is refused."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import grpc
@@ -13,7 +12,7 @@ from kequn.assignment.v1 import assignment_pb2 as apb
 from kequn.assignment.v1 import assignment_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc
-from tests.e2e.harness import Suite, metric_value
+from tests.e2e.harness import Suite, eventually, metric_value
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(not (ROOT / "services" / "tiering" / "__main__.py").exists(),
@@ -29,17 +28,6 @@ def suite(tmp_path):
         yield s
     finally:
         s.close()
-
-
-def eventually(check, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.3)
 
 
 def evaluate(tiering, customer_id, annual_avg_yuan, as_of):

@@ -4,7 +4,6 @@ writers and proves little). Customers arrive the real way: evaluated by
 tiering, followed from its feed."""
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -16,7 +15,7 @@ from kequn.assignment.v1 import assignment_pb2 as apb
 from kequn.assignment.v1 import assignment_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc
-from tests.e2e.harness import suite_on_postgres
+from tests.e2e.harness import eventually, suite_on_postgres
 
 pytestmark = pytest.mark.postgres
 PB_FEN = 700_000_000  # ¥7,000,000: private banking
@@ -30,17 +29,6 @@ def suite(tmp_path_factory, _pg_database):
 
 def stub(suite, role):
     return assignment_pb2_grpc.AssignmentServiceStub(suite.channel("assignment", role))
-
-
-def eventually(check, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.3)
 
 
 def evaluate(suite, customer_ids, outlet):
