@@ -4,7 +4,9 @@ those same versions (loaded on demand, however many versions came since) to
 show it reproduces.
 
 The stored input (inputs.py) holds the snapshot, the customer's state before
-the decision and the groups version; the tier scheme's version is a column.
+the decision, the groups version and the group keys the decision gave; the
+tier scheme's version is a column. Reproducing means the same decision and
+the same group keys (what group books select customers by).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from sqlalchemy import select
 from services.common.db import UnitOfWork
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
-from .domain import CustomerState, Decision, RuleAnswer, Snapshot, decide, home_branch, project, rule_facts
+from .domain import (CustomerState, Decision, RuleAnswer, Snapshot, decide, group_keys, home_branch, project,
+                     rule_facts)
 from .inputs import decode
 from .scheme import tier_scheme
 from .store import StoredDecision, _decision_from_row, decisions
@@ -39,6 +42,7 @@ class Explanation:
     fired: tuple[ExplainedRule, ...]
     reproduced: bool
     difference: str
+    group_keys: tuple[tuple[str, str], ...] = ()  # as re-evaluated
 
 
 def describe(document, rule_id: str) -> str:
@@ -71,7 +75,8 @@ def explain(session_factory, rules, decision_id: str) -> Explanation:
     if not row.input:
         raise FailedPrecondition(f"decision {decision_id} was stored before decision inputs were kept",
                                  reason="INPUT_NOT_STORED")
-    snapshot, before, (groups_name, groups_version) = decode(row.input)
+    stored_input = decode(row.input)
+    snapshot, before, (groups_name, groups_version) = stored_input.snapshot, stored_input.before, stored_input.groups
     d = stored.decision
     tiers = rules.version(d.ruleset, d.ruleset_version)
     groups = rules.version(groups_name, groups_version)
@@ -91,6 +96,10 @@ def explain(session_factory, rules, decision_id: str) -> Explanation:
                                 describe(documents[(ruleset, version)], rule_id) if (ruleset, version) in documents
                                 else f"rule {rule_id}")
                   for rule_id, ruleset, version in d.fired)
-    difference = _difference(d, again)
+    keys = group_keys(snapshot, tuple(groups.document.parameters.get("group_key_attributes") or ()))
+    difference = "; ".join(filter(None, (
+        _difference(d, again),
+        "" if keys == stored_input.group_keys
+        else f"group_keys: stored {dict(stored_input.group_keys)!r}, again {dict(keys)!r}")))
     return Explanation(stored, snapshot, before, ((tiers.name, tiers.version), (groups.name, groups.version)),
-                       fired, not difference, difference)
+                       fired, not difference, difference, keys)

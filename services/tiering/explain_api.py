@@ -32,4 +32,4 @@ def explanation_to_proto(e: Explanation, decision: tiering_pb2.TierDecision) -> 
         reproduced=e.reproduced, difference=e.difference,
         rulesets=[common_pb2.RulesetRef(name=n, version=v) for n, v in e.rulesets],
         previous_tier=e.before.tier if e.before else "",
-        previous_below_count=e.before.below_count if e.before else 0)
+        previous_below_count=e.before.below_count if e.before else 0, group_keys=dict(e.group_keys))

@@ -8,8 +8,10 @@ cheap (no key names, encoded in one ``json.dumps``):
 
     [FORMAT, snapshot fields (SNAPSHOT_FIELDS order, holdings as
      [[branch, fen], ...], attributes as {k: v}), state before or null
-     ([tier, segments, flags, home_branch_id, below_count, last_below_as_of]),
-     groups ruleset name, groups ruleset version]
+     ([tier, segments, flags, home_branch_id, below_count, last_below_as_of,
+       group_keys as [[key, value], ...]]),
+     groups ruleset name, groups ruleset version,
+     the group keys the decision gave ([[key, value], ...])]
 
 The tier scheme's name and version are columns of the decision already.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import namedtuple
+from dataclasses import dataclass
 from typing import Any
 
 from .domain import CustomerState, Holding, Snapshot
@@ -34,7 +37,8 @@ SnapshotValues = namedtuple("SnapshotValues", SNAPSHOT_FIELDS)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def encode(s: Snapshot, before: CustomerState | None, groups: tuple[str, int]) -> str:
+def encode(s: Snapshot, before: CustomerState | None, groups: tuple[str, int],
+           keys: tuple[tuple[str, str], ...] = ()) -> str:
     snapshot = [s.customer_id, s.as_of, s.annual_avg_aum_fen, s.monthly_avg_aum_fen, s.point_in_time_aum_fen,
                 s.previous_annual_avg_aum_fen, [[h.branch_id, h.aum_fen] for h in s.holdings], s.age,
                 s.has_personal_loan, s.card_level, s.annual_card_spend_fen, s.payroll_employer_id, s.is_merchant,
@@ -42,8 +46,9 @@ def encode(s: Snapshot, before: CustomerState | None, groups: tuple[str, int]) -
                 s.last_customer_txn_date, s.other_bank_vip, s.quality_mortgage,
                 dict(s.attributes) if s.attributes else {}]
     state = None if before is None else [before.tier, list(before.segments), list(before.flags),
-                                         before.home_branch_id, before.below_count, before.last_below_as_of]
-    return _dumps([FORMAT, snapshot, state, groups[0], groups[1]])
+                                         before.home_branch_id, before.below_count, before.last_below_as_of,
+                                         [list(pair) for pair in before.group_keys]]
+    return _dumps([FORMAT, snapshot, state, groups[0], groups[1], [list(pair) for pair in keys]])
 
 
 def snapshot_of(values: list[Any]) -> Snapshot:
@@ -52,12 +57,23 @@ def snapshot_of(values: list[Any]) -> Snapshot:
     return Snapshot(**fields)
 
 
-def decode(text: str) -> tuple[Snapshot, CustomerState | None, tuple[str, int]]:
-    """(snapshot, state before, (groups ruleset, version))."""
-    fmt, snapshot, state, groups_name, groups_version = json.loads(text)
+@dataclass(frozen=True)
+class DecisionInput:
+    snapshot: Snapshot
+    before: CustomerState | None
+    groups: tuple[str, int]                   # groups ruleset and version that decided
+    group_keys: tuple[tuple[str, str], ...]   # the group keys the decision gave
+
+
+def _pairs(values) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in values)
+
+
+def decode(text: str) -> DecisionInput:
+    fmt, snapshot, state, groups_name, groups_version, keys = json.loads(text)
     if fmt != FORMAT:
         raise ValueError(f"unknown decision input format {fmt}")
     s = snapshot_of(snapshot)
     before = None if state is None else CustomerState(s.customer_id, state[0], tuple(state[1]), tuple(state[2]),
-                                                      state[3], state[4], state[5])
-    return s, before, (groups_name, groups_version)
+                                                      state[3], state[4], state[5], _pairs(state[6]))
+    return DecisionInput(s, before, (groups_name, groups_version), _pairs(keys))

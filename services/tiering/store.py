@@ -68,7 +68,7 @@ decisions = Table(
     Column("fired", Text, nullable=False),      # JSON [[rule_id, ruleset, version], ...]
     Column("decided_at", DateTime(timezone=True), nullable=False),
     Column("cursor", BigInteger, nullable=False),  # feed cursor it appended, 0 = none
-    Column("input", Text, nullable=True),          # what it saw (inputs.py); null before tiering_0003
+    Column("input", Text, nullable=True),          # what it saw (inputs.py); null before tiering_0005
     Index("ix_tiering_decisions_customer_seq", "customer_id", "seq"),
 )
 
@@ -393,7 +393,7 @@ class TieringRepository:
                 "next_tier": d.next_tier, "gap_fen": d.gap_fen, "downgrade_pending": d.downgrade_pending,
                 "ruleset": d.ruleset, "ruleset_version": d.ruleset_version, "fired": _json(d.fired),
                 "decided_at": now, "cursor": item.cursor,
-                "input": decision_input(item.snapshot, item.before, item.groups) if STORE_INPUTS else None}
+                "input": decision_input(item.snapshot, item.before, item.groups, item.after.group_keys) if STORE_INPUTS else None}
 
     @staticmethod
     def _change_row(item: PendingWrite, now: dt.datetime) -> dict:

@@ -77,3 +77,50 @@ def test_a_decision_whose_stored_input_was_altered_does_not_reproduce(harness):
 def test_an_unknown_decision_is_not_found(harness):
     with pytest.raises(NotFound):
         explain(harness.service.session_factory, harness.runtime, "0" * 32)
+
+
+def _groups_file(tmp_path, n: int, key_attributes: str):
+    """The shipped groups ruleset naming other group-key attributes."""
+    text_ = (ROOT / "rulesets" / "groups.yaml").read_text(encoding="utf-8")
+    changed = text_.replace("group_key_attributes: []", f"group_key_attributes: {key_attributes}")
+    assert changed != text_
+    path = tmp_path / f"groups_{n}.yaml"
+    path.write_text(changed, encoding="utf-8")
+    return path
+
+
+def test_groups_and_group_keys_reproduce_after_three_later_groups_versions(harness, tmp_path):
+    harness.publish(_groups_file(tmp_path, 2, "[community_id]"))
+    stored = _evaluate(harness, annual_avg_aum_fen=25_000_000, payroll_employer_id="EMP-7", is_merchant=True,
+                       attributes={"merchant_market_id": "MKT-3", "community_id": "C-11", "other": "x"},
+                       holdings=(Holding("B1", 25_000_000),))
+    assert {"PAYROLL", "MERCHANT"} <= set(stored.decision.segments)
+    for n, keys in ((3, "[]  # none"), (4, "[other]"), (5, "[community_id, other]")):
+        harness.publish(_groups_file(tmp_path, n, keys))
+    assert harness.runtime.active("tiering.groups").version == 5
+
+    e = explain(harness.service.session_factory, harness.runtime, stored.decision_id)
+    assert e.reproduced, e.difference
+    assert e.rulesets == (("tiering.tiers", 1), ("tiering.groups", 2))
+    assert dict(e.group_keys) == {"payroll_employer_id": "EMP-7", "merchant_market_id": "MKT-3",
+                                  "community_id": "C-11"}
+    assert any(r.ruleset == "tiering.groups" for r in e.fired)
+    # The feed carried the same keys the explanation re-derives.
+    with harness.engine.connect() as conn:
+        fed = conn.execute(text("SELECT group_keys FROM tiering_changes WHERE decision_id = :d"),
+                           {"d": stored.decision_id}).scalar_one()
+    import json
+    assert json.loads(fed) == dict(e.group_keys)
+
+
+def test_altered_group_keys_do_not_reproduce(harness):
+    stored = _evaluate(harness, annual_avg_aum_fen=25_000_000, payroll_employer_id="EMP-7")
+    with harness.engine.begin() as conn:
+        raw = conn.execute(text("SELECT input FROM tiering_decisions WHERE decision_id = :d"),
+                           {"d": stored.decision_id}).scalar_one()
+        assert raw.endswith('[["payroll_employer_id","EMP-7"]]]')
+        conn.execute(text("UPDATE tiering_decisions SET input = :i WHERE decision_id = :d"),
+                     {"i": raw.replace('[["payroll_employer_id","EMP-7"]]]', '[["payroll_employer_id","EMP-8"]]]'),
+                      "d": stored.decision_id})
+    e = explain(harness.service.session_factory, harness.runtime, stored.decision_id)
+    assert not e.reproduced and "group_keys" in e.difference

@@ -699,6 +699,26 @@ Global___ExplainedRule: _TypeAlias = ExplainedRule  # noqa: Y015
 class DecisionExplanation(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class GroupKeysEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DECISION_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     FIRED_RULES_FIELD_NUMBER: _builtins.int
@@ -707,6 +727,7 @@ class DecisionExplanation(_message.Message):
     DIFFERENCE_FIELD_NUMBER: _builtins.int
     PREVIOUS_TIER_FIELD_NUMBER: _builtins.int
     PREVIOUS_BELOW_COUNT_FIELD_NUMBER: _builtins.int
+    GROUP_KEYS_FIELD_NUMBER: _builtins.int
     reproduced: _builtins.bool
     """Re-evaluating the snapshot with the same versions (and the customer's
     state before the decision) gives the same decision.
@@ -734,6 +755,12 @@ class DecisionExplanation(_message.Message):
     def rulesets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.RulesetRef]:
         """The tier scheme and groups versions that decided."""
 
+    @_builtins.property
+    def group_keys(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The group keys the decision gave (as in TierChange.group_keys), as
+        re-evaluated; reproduced also means they equal the stored ones.
+        """
+
     def __init__(
         self,
         *,
@@ -745,10 +772,11 @@ class DecisionExplanation(_message.Message):
         difference: _builtins.str = ...,
         previous_tier: _builtins.str = ...,
         previous_below_count: _builtins.int = ...,
+        group_keys: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "difference", b"difference", "fired_rules", b"fired_rules", "previous_below_count", b"previous_below_count", "previous_tier", b"previous_tier", "reproduced", b"reproduced", "rulesets", b"rulesets", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "difference", b"difference", "fired_rules", b"fired_rules", "group_keys", b"group_keys", "previous_below_count", b"previous_below_count", "previous_tier", b"previous_tier", "reproduced", b"reproduced", "rulesets", b"rulesets", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
