@@ -1,8 +1,8 @@
 """What a candidate tier scheme would do to the books (issue 15, downstream
 impact): the whole population planned twice in a dry run — as stored, and
 with the simulated tiers of the customers tiering says would change — by the
-same placement logic as RunAssignment (domain.plan_assignment). Writes
-nothing.
+same placement code as RunAssignment's dry run (placement.py ``_plan``:
+overflow upward, local group books, lock periods). Writes nothing.
 
 Figures, per (home branch, role): customers unplaced, customers who need a
 new manager (an ADD or TRANSFER, applied or suggested in a locked branch);
@@ -71,10 +71,7 @@ def _plan(service, conn, overrides: Mapping[str, str]) -> tuple[d.Plan, dict[str
     if changed:
         fresh, _ = service.needed_roles(changed)
         roles.update({row["customer_id"]: r for row, r in zip(changed, fresh)})
-    scope = [d.CustomerNeed(r.customer_id, r.home_branch_id, roles[r.customer_id]) for r in rows]
-    current = service._current_books(conn, [r.customer_id for r in rows], whole=True)
-    team = [d.StaffMember(r.staff_id, r.branch_id, r.role, r.active) for r in conn.execute(select(t.staff))]
-    plan = d.plan_assignment(scope, current, team, t.book_loads(conn), org, policy, service._locked_roots(conn))
+    plan, team = service._plan(conn, rows, roles, org, policy, whole=True)
     return plan, {r.customer_id: r.home_branch_id for r in rows}, org, team
 
 
