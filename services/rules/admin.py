@@ -109,9 +109,10 @@ class RuleAdmin:
         """One person activates a version: only where the ruleset's policy
         does not demand four eyes (else FOUR_EYES_REQUIRED: use a release)."""
         record = self.store.get(name, version)
-        if self.four_eyes(name, record.kind):
+        # A version that is not a DRAFT is refused as such (WRONG_STATE) by the store.
+        if record.status == "DRAFT" and self.four_eyes(name, record.kind):
             raise FailedPrecondition(f"{name} is released with four eyes: request a release and have another "
-                                     f"rule owner approve it", reason="FOUR_EYES_REQUIRED", metadata={"name": name})
+                                     f"rule owner approve it", reason="FOUR_EYES_REQUIRED", metadata={"ruleset": name})
         return self._publish(record, actor, reason, request_id)
 
     def _publish(self, record: VersionRecord, actor: str, reason: str, request_id: str | None) -> VersionRecord:

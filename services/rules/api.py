@@ -201,7 +201,7 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
         self._own(request.name)
         if self.population is None:
             raise FailedPrecondition("this service stores no population to simulate against",
-                                     reason="NO_POPULATION")
+                                     reason="NO_POPULATION", metadata={"ruleset": request.name})
         yield from self.population.stream(request, context)
 
     # -- releases (four eyes, effective dates) --------------------------------

@@ -200,7 +200,8 @@ class PopulationSimulator:
         candidate = self.admin.store.get(name, version)
         kind = self.admin.kinds.get(candidate.kind)
         if kind is None:
-            raise FailedPrecondition(f"kind {candidate.kind} is not known to this service")
+            raise FailedPrecondition(f"kind {candidate.kind} is not known to this service", reason="KIND_UNKNOWN",
+                                     metadata={"ruleset": name, "kind": candidate.kind})
         try:
             active = self.admin.store.get(name, 0)
         except NotFound:

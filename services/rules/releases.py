@@ -193,7 +193,8 @@ class ReleaseStore:
                     raise NotFound(f"ruleset {name} version {version} not found")
                 if row.status != DRAFT:
                     raise FailedPrecondition(f"{name} v{version} is {row.status}; only a DRAFT can be released",
-                                             reason="NOT_DRAFT", metadata={"name": name, "version": version})
+                                             reason="WRONG_STATE",
+                                             metadata={"ruleset": name, "version": version, "status": row.status})
                 now = self.store.clock()
                 if effective_from is not None and effective_from <= now:
                     raise InvalidArgument(violations=[("effective_from", "must be in the future (empty = on "
@@ -202,7 +203,7 @@ class ReleaseStore:
                     releases.c.name == name, releases.c.version == version, releases.c.status.in_(OPEN))).scalar()
                 if open_one:
                     raise AlreadyExists(f"{name} v{version} already has an open release {open_one}",
-                                        metadata={"release_id": open_one})
+                                        metadata={"ruleset": name, "version": version, "release_id": open_one})
                 release_id = uuid.uuid4().hex
                 conn.execute(insert(releases).values(
                     release_id=release_id, name=name, version=version, status=PENDING, requested_by=actor,
@@ -221,7 +222,8 @@ class ReleaseStore:
                 row = self._locked(conn, release_id)
                 if row.status != PENDING:
                     raise FailedPrecondition(f"release {release_id} is {row.status}, not PENDING",
-                                             reason="RELEASE_NOT_PENDING", metadata={"status": row.status})
+                                             reason="WRONG_STATE",
+                                             metadata={"release_id": release_id, "status": row.status})
                 author = conn.execute(select(versions.c.created_by).where(
                     versions.c.name == row.name, versions.c.version == row.version)).scalar()
                 if actor == row.requested_by:
@@ -235,14 +237,16 @@ class ReleaseStore:
                     versions.c.name == row.name, versions.c.version == row.version)).scalar()
                 if status != DRAFT:
                     raise FailedPrecondition(f"{row.name} v{row.version} is {status} now; the release is moot",
-                                             reason="NOT_DRAFT")
+                                             reason="WRONG_STATE",
+                                             metadata={"ruleset": row.name, "version": row.version, "status": status})
                 now = self.store.clock()
                 effective = aware(row.effective_from)
                 if effective is not None and effective < now + self.lead:
                     raise FailedPrecondition(
                         f"effective_from {effective.isoformat()} is less than {self.lead.total_seconds():g}s away: "
                         f"request a new release with a later date", reason="EFFECTIVE_FROM_TOO_SOON",
-                        metadata={"lead_seconds": self.lead.total_seconds()})
+                        metadata={"release_id": release_id, "effective_from": effective.isoformat(),
+                                  "lead_seconds": f"{self.lead.total_seconds():g}"})
                 values = dict(decided_by=actor, decided_at=now, decision_comment=comment)
                 self._event(conn, row.name, row.version, "RELEASE_APPROVE", actor, now,
                             f"release {release_id}: {comment}".rstrip(": "))
@@ -271,11 +275,13 @@ class ReleaseStore:
                         raise FailedPrecondition(
                             f"release {release_id} takes effect at {effective.isoformat()}: too late to cancel "
                             f"(cut-off {self.lead.total_seconds():g}s before); roll back after it instead",
-                            reason="TOO_LATE_TO_CANCEL", metadata={"effective_from": effective.isoformat()})
+                            reason="TOO_LATE_TO_CANCEL",
+                            metadata={"release_id": release_id, "effective_from": effective.isoformat(),
+                                      "lead_seconds": f"{self.lead.total_seconds():g}"})
                     status, action = CANCELLED, "RELEASE_CANCEL"
                 else:
-                    raise FailedPrecondition(f"release {release_id} is {row.status}", reason="RELEASE_CLOSED",
-                                             metadata={"status": row.status})
+                    raise FailedPrecondition(f"release {release_id} is {row.status}", reason="WRONG_STATE",
+                                             metadata={"release_id": release_id, "status": row.status})
                 conn.execute(update(releases).where(releases.c.release_id == release_id).values(
                     status=status, decided_by=actor, decided_at=now, decision_comment=comment))
                 self._event(conn, row.name, row.version, action, actor, now,

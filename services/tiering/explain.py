@@ -70,11 +70,11 @@ def explain(session_factory, rules, decision_id: str) -> Explanation:
     with UnitOfWork(session_factory) as uow:
         row = uow.session.execute(select(decisions).where(decisions.c.decision_id == decision_id[:32])).first()
     if row is None or row.decision_id != decision_id:
-        raise NotFound(f"decision {decision_id[:40]} not found")
+        raise NotFound(f"decision {decision_id[:40]} not found", metadata={"decision_id": decision_id[:40]})
     stored = _decision_from_row(row)
     if not row.input:
         raise FailedPrecondition(f"decision {decision_id} was stored before decision inputs were kept",
-                                 reason="INPUT_NOT_STORED")
+                                 reason="INPUT_NOT_STORED", metadata={"decision_id": decision_id})
     stored_input = decode(row.input)
     snapshot, before, (groups_name, groups_version) = stored_input.snapshot, stored_input.before, stored_input.groups
     d = stored.decision
