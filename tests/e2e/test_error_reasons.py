@@ -27,7 +27,7 @@ from kequn.scoring.v1 import scoring_pb2 as spb
 from kequn.scoring.v1 import scoring_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc
-from sqlalchemy import text
+from sqlalchemy import text as sql
 
 from services.common.db import make_engine
 from tests.e2e.harness import Suite, suite_on_postgres
@@ -178,7 +178,7 @@ def world(suite):
     engine = make_engine(suite.env["KEQUN_TIERING_DATABASE_URL"])
     try:
         with engine.begin() as conn:
-            conn.execute(text("UPDATE tiering_decisions SET input = NULL WHERE decision_id = :d"),
+            conn.execute(sql("UPDATE tiering_decisions SET input = NULL WHERE decision_id = :d"),
                          {"d": old.decision_id})
     finally:
         engine.dispose()
