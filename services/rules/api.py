@@ -227,8 +227,10 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
 
     def RejectRelease(self, request, context):
         self._own_release(request.release_id)
-        return release_message(self.admin.reject_release(request.release_id, current_principal().name,
-                                                         request.comment))
+        release = self.admin.reject_release(request.release_id, current_principal().name, request.comment)
+        if release.status == "CANCELLED":
+            self._serve_now(release.name)  # this process drops it at once; other replicas at their next poll
+        return release_message(release)
 
     def ListReleases(self, request, context):
         size = page_size(request.page_size)
