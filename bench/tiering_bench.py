@@ -23,6 +23,12 @@ measured in the same run, as a ratio.
     python bench/tiering_bench.py --profile            # pyinstrument: rules in process, stored chunks, unary
     python bench/tiering_bench.py --shards 2 --scale-only  # only the scale-out measure
     python bench/tiering_bench.py --batches-only       # only the e2e batch measures (2 and 4, no unary)
+    python bench/tiering_bench.py --inputs-overhead    # the stored batch with vs without decision inputs
+
+5. (--inputs-overhead, issue 15) What keeping each decision's input for
+   ExplainDecision and SimulatePopulation costs the stored batch: a server
+   keeping them vs one that does not, same streams, alternating rounds.
+   Population-simulation throughput: bench/population_bench.py.
 """
 from __future__ import annotations
 
@@ -358,6 +364,47 @@ def bench_server(batch: int, unary_rate: float, unary_seconds: float, batch_size
         db.drop()
 
 
+def bench_inputs_overhead(batch: int, rounds: int = 3, batch_size: int = 500) -> dict:
+    """What keeping each decision's input (issue 15: ExplainDecision,
+    SimulatePopulation) costs the stored nightly batch: two servers, one with
+    inputs kept and one without (KEQUN_TIERING_DECISION_INPUTS=0), each on
+    its own database, fed the same stored EvaluateCustomerBatches streams in
+    alternating rounds so a neighbour's load hits both alike."""
+    from tests.e2e.harness import Suite
+
+    setups = {}
+    try:
+        for name, flag in (("with_inputs", "1"), ("without_inputs", "0")):
+            db = PgDatabase()
+            suite = Suite(Path(tempfile.mkdtemp(prefix="kequn-bench-")), services=("tiering",),
+                          database_urls={"tiering": db.url}, extra_env={"KEQUN_TIERING_DECISION_INPUTS": flag})
+            setups[name] = (db, suite)
+            suite.start("tiering")
+            stub = rpc.TieringServiceStub(suite.channel("tiering", "core_banking"))
+            stream(stub, 2_000, False, seed=99, start=11_000_000, batch_size=batch_size)  # warm-up
+        took = {name: [0.0, 0.0] for name in setups}   # seconds, server CPU seconds
+        for r in range(rounds):
+            for name, (db, suite) in setups.items():
+                stub = rpc.TieringServiceStub(suite.channel("tiering", "core_banking"))
+                pid = suite.processes["tiering"].pid
+                cpu = cpu_seconds(pid)
+                rate = stream(stub, batch, False, seed=5 + r, start=30_000_000 + r * batch, batch_size=batch_size)
+                took[name][0] += batch / rate
+                took[name][1] += cpu_seconds(pid) - cpu
+        n = batch * rounds
+        out = {f"{name}_per_s": n / t for name, (t, _) in took.items()}
+        out.update({f"{name}_server_cpu_us_per_customer": c / n * 1e6 for name, (_, c) in took.items()})
+        out["throughput_ratio"] = out["with_inputs_per_s"] / out["without_inputs_per_s"]
+        out["server_cpu_ratio"] = (out["with_inputs_server_cpu_us_per_customer"]
+                                   / out["without_inputs_server_cpu_us_per_customer"])
+        out["customers_per_setting"] = n
+        return out
+    finally:
+        for db, suite in setups.values():
+            suite.close()
+            db.drop()
+
+
 def _shard_client(target: str, token: str, n: int, seed: int, start: int, shard: int, shards: int,
                   ready, go, out, batch_size: int = 0) -> None:
     """One client process: its shard of the stream, built before the clock starts."""
@@ -506,7 +553,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500, help="customers per EvaluateCustomerBatches message")
     parser.add_argument("--batches-only", action="store_true",
                         help="only EvaluateCustomers vs EvaluateCustomerBatches, one process and scale-out")
+    parser.add_argument("--inputs-overhead", action="store_true",
+                        help="only: the stored batch with and without decision inputs kept (issue 15)")
     args = parser.parse_args()
+    if args.inputs_overhead:
+        io = bench_inputs_overhead(args.batch, batch_size=args.batch_size)
+        print(json.dumps(io, indent=2))
+        print(f"decision inputs kept: {io['with_inputs_per_s']:,.0f}/s vs {io['without_inputs_per_s']:,.0f}/s without "
+              f"(throughput {io['throughput_ratio']:.2f}x, server CPU per customer {io['server_cpu_ratio']:.2f}x)")
+        return
     if args.profile:
         profile_paths(args.in_process)
         return

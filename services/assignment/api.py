@@ -216,3 +216,19 @@ class AssignmentApi(assignment_pb2_grpc.AssignmentServiceServicer):
     def ListUnplaced(self, request, context):
         rows, token = self.service.list_unplaced(request.branch_id, request.page_size, request.page_token)
         return pb.ListUnplacedResponse(unplaced=[unplaced_pb(r) for r in rows], next_page_token=token)
+    def SimulateTierChanges(self, request_iterator, context):
+        """Dry run of a tier candidate's impact on the books (impact.py)."""
+        from .impact import SimulatedCustomer, book_impact
+        simulated = [SimulatedCustomer(o.customer_id, o.tier) for message in request_iterator
+                     for o in message.outcomes if o.tier]
+        impact = book_impact(self.service, simulated)
+        base, cand = impact.baseline, impact.candidate
+
+        def rows(a, b):
+            return [pb.BookImpactRow(branch_id=k[0], role=k[1], reason=k[2] if len(k) > 2 else "",
+                                     baseline=a.get(k, 0), candidate=b.get(k, 0))
+                    for k in sorted(set(a) | set(b)) if a.get(k, 0) != b.get(k, 0) or b.get(k, 0)]
+        return pb.SimulateTierChangesResponse(
+            unplaced=rows(base.unplaced, cand.unplaced), new_manager=rows(base.new_manager, cand.new_manager),
+            full_books=[pb.FullBook(**b) for b in impact.full_books], simulated=impact.simulated,
+            unknown=impact.unknown)

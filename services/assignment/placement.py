@@ -109,12 +109,8 @@ class PlacementUseCases(ServiceBase):
             if branch_id:
                 rows = [r for r in rows if org.within(r.home_branch_id, branch_id)]
             roles = self._current_roles(conn, rows, version, dry_run)
-            scope = [d.CustomerNeed(r.customer_id, r.home_branch_id, roles[r.customer_id]) for r in rows]
             tier_of = {r.customer_id: r.tier for r in rows}
-            current = self._current_books(conn, [r.customer_id for r in rows], whole=not (only_changed or branch_id))
-            team = [d.StaffMember(r.staff_id, r.branch_id, r.role, r.active) for r in conn.execute(select(t.staff))]
-            plan = d.plan_assignment(scope, current, team, t.book_loads(conn), org, policy,
-                                     self._locked_roots(conn))
+            plan, _team = self._plan(conn, rows, roles, org, policy, whole=not (only_changed or branch_id))
             result = RunResult(
                 run_id=uuid.uuid4().hex, branch_id=branch_id, dry_run=dry_run, assigned=plan.count(d.ADD),
                 moved=plan.count(d.TRANSFER), removed=plan.count(d.REMOVE), unchanged=plan.unchanged,
@@ -150,6 +146,17 @@ class PlacementUseCases(ServiceBase):
         result = self._tx(tx)
         self._decision("run", "dry_run" if dry_run else "applied")
         return result
+
+    def _plan(self, conn: Connection, rows, roles: dict[str, tuple[str, ...]], org: d.OrgTree, policy: d.Policy,
+              whole: bool) -> tuple[d.Plan, list[d.StaffMember]]:
+        """The placement of ``rows`` (customers with ``roles``) against the
+        books as stored; shared by runs and the downstream-impact dry run
+        (impact.py), so both plan the same way."""
+        scope = [d.CustomerNeed(r.customer_id, r.home_branch_id, roles[r.customer_id]) for r in rows]
+        current = self._current_books(conn, [r.customer_id for r in rows], whole=whole)
+        team = [d.StaffMember(r.staff_id, r.branch_id, r.role, r.active) for r in conn.execute(select(t.staff))]
+        plan = d.plan_assignment(scope, current, team, t.book_loads(conn), org, policy, self._locked_roots(conn))
+        return plan, team
 
     def pending_changes(self, limit: int) -> int:
         """Customers whose latest feed entry is not placed yet (counted up to `limit`)."""

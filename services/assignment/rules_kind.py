@@ -67,6 +67,7 @@ POLICY_KIND = KindSpec(
     outputs={"roles": "list"},
     check=_check_policy,
     description="Which roles must hold a customer (by tier, groups, flags), and book sizes per role.",
+    four_eyes=True,  # DOMAIN.md §7: prepared by one person, released by another
 )
 
 KINDS = [POLICY_KIND]

@@ -165,3 +165,15 @@ class BenefitsApi(benefits_pb2_grpc.BenefitsServiceServicer):
         return pb.ReconcileResponse(ok=not found, mismatches=[
             pb.Mismatch(kind=m.kind, subject=m.subject, expected=m.expected, actual=m.actual, message=m.message)
             for m in found])
+
+    def SimulateTierChanges(self, request_iterator, context):
+        """Dry run of a tier or groups candidate's impact on entitlements and budgets (impact.py)."""
+        from .impact import SimulatedProfile, entitlement_impact
+        simulated = [SimulatedProfile(o.customer_id, o.tier, o.groups_changed, tuple(o.segments), tuple(o.flags))
+                     for message in request_iterator for o in message.outcomes]
+        impact = entitlement_impact(self.service, simulated)
+        return pb.SimulateTierChangesResponse(
+            benefits=[pb.BenefitImpact(benefit_id=b, gained=impact.gained[b], lost=impact.lost[b])
+                      for b in sorted(set(impact.gained) | set(impact.lost))],
+            budgets=[pb.BudgetImpact(**b) for b in impact.budgets], simulated=impact.simulated,
+            unknown=impact.unknown)

@@ -44,6 +44,7 @@ CATALOG_KIND = KindSpec(
     allow_attributes=True,
     check=check_catalog,
     description="Who may claim which benefit (rules) and what each benefit is (parameters.catalog)",
+    four_eyes=True,  # DOMAIN.md §7: prepared by one person, released by another
 )
 
 KINDS = [CATALOG_KIND]

@@ -181,6 +181,8 @@ def cmd_up(args) -> int:
               f"also in {dev_tokens_path()}:")
         for role, token in tokens.items():
             print(f"  {role:<16} {token}")
+        print("\nRule changes take two rule owners (four eyes): `kequn rules release FILE` asks as "
+              "rule_owner_1,\n`kequn rules approve RELEASE_ID --as rule_owner_2` releases it.")
         if not args.logs_here:
             print(f"\nLogs (one JSON line per RPC): {logs}/<service>.log; supervision: {logs}/up.log")
         print("\nA service that dies is restarted; the others keep running. Press Ctrl-C to stop.", flush=True)

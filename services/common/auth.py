@@ -182,13 +182,21 @@ class TokenStore:
         return None
 
 
+# Two rule owners, so four-eyes releases (one requests, the other approves)
+# work out of the box in development (DOMAIN.md §7).
+DEV_EXTRA_PRINCIPALS = {"rule_owner_1": ("rule_admin",), "rule_owner_2": ("rule_admin",)}
+
+
 def generate_dev_tokens(path: str | os.PathLike) -> dict[str, str]:
-    """Write a tokens file with one principal per role (plus `service`);
-    return name -> plaintext token. The plaintext is never stored."""
+    """Write a tokens file with one principal per role (plus `service` and
+    the DEV_EXTRA_PRINCIPALS); return name -> plaintext token. The plaintext
+    is never stored."""
     path = Path(path)
-    tokens = {name: secrets.token_urlsafe(32) for name in (*ROLES, SERVICE_ROLE)}
+    names = (*ROLES, SERVICE_ROLE, *DEV_EXTRA_PRINCIPALS)
+    tokens = {name: secrets.token_urlsafe(32) for name in names}
     doc = {"tokens": [
-        {"name": name, "roles": [name], "sha256": hash_token(tok), "expires_at": None}
+        {"name": name, "roles": list(DEV_EXTRA_PRINCIPALS.get(name, (name,))), "sha256": hash_token(tok),
+         "expires_at": None}
         for name, tok in tokens.items()
     ]}
     _write_private(path, yaml.safe_dump(doc, sort_keys=False))

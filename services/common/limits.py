@@ -113,6 +113,7 @@ FIELDS: dict[str, dict[str, Bound]] = {
     "kequn.tiering.v1.ListTierChangesRequest": {
         "customer_id": ID, "after_cursor": CURSOR, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
     "kequn.tiering.v1.WatchTierChangesRequest": {"after_cursor": CURSOR},
+    "kequn.tiering.v1.ExplainDecisionRequest": {"decision_id": Str(32)},  # uuid4 hex
 
     # --- assignment ------------------------------------------------------------------------
     "kequn.assignment.v1.Branch": {"branch_id": ID, "parent_branch_id": ID, "name": NAME},
@@ -138,6 +139,8 @@ FIELDS: dict[str, dict[str, Bound]] = {
         "change_request_id": Str(40), "comment": REASON, "request_id": REQUEST_ID},
     "kequn.assignment.v1.ListChangeRequestsRequest": {
         "branch_id": ID, "customer_id": ID, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
+    # Downstream impact (issue 15): a client stream of batches of simulated outcomes.
+    "kequn.assignment.v1.SimulateTierChangesRequest": {"outcomes": Many(1000)},
     "kequn.assignment.v1.ListAuditEventsRequest": {
         "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN, "subject": AUDIT_FILTER, "actor": AUDIT_FILTER,
         "action": CODE},
@@ -193,6 +196,11 @@ FIELDS: dict[str, dict[str, Bound]] = {
         "customer_id": ID, "points": Int(-MAX_POINTS_PER_CALL, MAX_POINTS_PER_CALL), "reason": REASON,
         "request_id": REQUEST_ID},
     "kequn.benefits.v1.GetPointsBalanceRequest": {"customer_id": ID},
+    "kequn.benefits.v1.SimulateTierChangesRequest": {"outcomes": Many(1000)},
+
+    # --- common ----------------------------------------------------------------------------
+    "kequn.common.v1.SimulatedOutcome": {
+        "customer_id": ID, "tier": CODE, "segments": Many(100, CODE), "flags": Many(100, CODE)},
 
     # --- rules (every service's rule store) ------------------------------------------------
     "kequn.rules.v1.ValidateRulesetRequest": {"document": DOCUMENT, "kind": RULESET_NAME},
@@ -208,6 +216,12 @@ FIELDS: dict[str, dict[str, Bound]] = {
     "kequn.rules.v1.ListRulesetVersionsRequest": {
         "name": RULESET_NAME, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
     "kequn.rules.v1.ListRulesetsRequest": {"kind": RULESET_NAME, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
+    "kequn.rules.v1.SimulatePopulationRequest": {"name": RULESET_NAME, "version": VERSION, "branch_id": ID},
+    "kequn.rules.v1.RequestReleaseRequest": {
+        "name": RULESET_NAME, "version": VERSION, "comment": REASON, "request_id": REQUEST_ID},
+    "kequn.rules.v1.DecideReleaseRequest": {"release_id": Str(32), "comment": REASON},  # uuid4 hex
+    "kequn.rules.v1.ListReleasesRequest": {"name": RULESET_NAME, "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN},
+    "kequn.rules.v1.SetReleasePolicyRequest": {"name": RULESET_NAME, "comment": REASON},
 
     # --- well-known types -------------------------------------------------------------------
     # 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z, as google/protobuf/timestamp.proto says

@@ -17,6 +17,7 @@ from .conditions import ConditionError
 from .engine import EngineError, FactRefused, LoadedRuleset, RuleEngine
 from .examples import ExampleResult, run_examples
 from .kinds import KindRegistry, Problem
+from .releases import Release, ReleaseStore
 from .store import RuleStore, VersionRecord
 from .validation import ValidationResult, list_keys, validate_text
 
@@ -46,10 +47,11 @@ def problems_error(problems: Sequence[Problem], what: str = "document") -> Inval
 
 
 class RuleAdmin:
-    def __init__(self, store: RuleStore, kinds: KindRegistry, engine: RuleEngine):
+    def __init__(self, store: RuleStore, kinds: KindRegistry, engine: RuleEngine, lead_seconds: float = 60.0):
         self.store = store
         self.kinds = kinds
         self.engine = engine
+        self.releases = ReleaseStore(store, lead_seconds)
 
     def validate(self, text: str, expected_name: str | None = None) -> ValidationResult:
         return validate_text(text, self.kinds, self.engine, expected_name=expected_name)
@@ -92,18 +94,60 @@ class RuleAdmin:
         finally:
             self.engine.unload(loaded)
 
+    def four_eyes(self, name: str, kind: str | None = None) -> bool:
+        """The ruleset's release policy: its own override, else its kind's default."""
+        override = self.releases.policy_override(name)
+        if override is not None:
+            return bool(override)
+        if kind is None:
+            kind = self.store.list_versions(name)[0].kind
+        spec = self.kinds.get(kind)
+        return bool(spec and spec.four_eyes)
+
     def publish(self, name: str, version: int, actor: str, reason: str = "",
                 request_id: str | None = None) -> VersionRecord:
+        """One person activates a version: only where the ruleset's policy
+        does not demand four eyes (else FOUR_EYES_REQUIRED: use a release)."""
+        record = self.store.get(name, version)
+        # A version that is not a DRAFT is refused as such (WRONG_STATE) by the store.
+        if record.status == "DRAFT" and self.four_eyes(name, record.kind):
+            raise FailedPrecondition(f"{name} is released with four eyes: request a release and have another "
+                                     f"rule owner approve it", reason="FOUR_EYES_REQUIRED", metadata={"ruleset": name})
+        return self._publish(record, actor, reason, request_id)
+
+    def _publish(self, record: VersionRecord, actor: str, reason: str, request_id: str | None) -> VersionRecord:
+        if record.status == "DRAFT":
+            self._check_publishable(record)
+        self.releases.activate_due()
+        return self.store.publish(record.name, record.version, actor, reason, request_id)
+
+    def _check_publishable(self, record: VersionRecord) -> None:
+        # Compile-before-activate: the whole document again, examples included.
+        result = self.validate(record.document, expected_name=record.name)
+        if not result.ok:
+            raise FailedPrecondition("refusing to publish: " + "; ".join(map(str, result.problems)),
+                                     reason="RULESET_INVALID",
+                                     metadata={"ruleset": record.name, "version": record.version,
+                                               "problems": len(result.problems)})
+
+    # -- releases (DOMAIN.md §7) ---------------------------------------------
+    def request_release(self, name: str, version: int, effective_from, actor: str, comment: str = "",
+                        request_id: str | None = None) -> Release:
         record = self.store.get(name, version)
         if record.status == "DRAFT":
-            # Compile-before-activate: the whole document again, examples included.
-            result = self.validate(record.document, expected_name=name)
-            if not result.ok:
-                raise FailedPrecondition("refusing to publish: " + "; ".join(map(str, result.problems)),
-                                         reason="RULESET_INVALID",
-                                         metadata={"ruleset": name, "version": version,
-                                                   "problems": len(result.problems)})
-        return self.store.publish(name, version, actor, reason, request_id)
+            self._check_publishable(record)  # refuse early what approval would refuse
+        return self.releases.request(name, version, effective_from, actor, comment, request_id)
+
+    def approve_release(self, release_id: str, actor: str, comment: str = "") -> Release:
+        release = self.releases.get(release_id)
+        record = self.store.get(release.name, release.version)
+        if record.status == "DRAFT":
+            self._check_publishable(record)  # the kind may have moved on since the request
+        self.releases.activate_due()
+        return self.releases.approve(release_id, actor, comment)
+
+    def reject_release(self, release_id: str, actor: str, comment: str = "") -> Release:
+        return self.releases.reject(release_id, actor, comment)
 
     def rollback(self, name: str, to_version: int, actor: str, reason: str = "",
                  request_id: str | None = None) -> VersionRecord:
@@ -114,6 +158,7 @@ class RuleAdmin:
                                      reason="RULESET_INVALID",
                                      metadata={"ruleset": name, "version": to_version,
                                                "problems": len(result.problems)})
+        self.releases.activate_due()
         return self.store.rollback(name, to_version, actor, reason, request_id)
 
     def simulate(self, name: str, version: int, sample: Sequence[Mapping[str, Any] | Problem],
@@ -183,7 +228,9 @@ class RuleAdmin:
             if name in known:
                 continue
             record = self.create(text, SYSTEM, f"default from {path.name}", allowed_kinds=allowed_kinds)
-            self.publish(record.name, record.version, SYSTEM, "shipped default")
+            # Shipped with the code (reviewed with it), not written by a rule
+            # owner: no release needed, even where four eyes apply.
+            self._publish(record, SYSTEM, "shipped default", None)
             installed.append(name)
             log.info("published default ruleset %s v%d", record.name, record.version)
         return installed

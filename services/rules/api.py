@@ -1,19 +1,20 @@
 """kequn.rules.v1.RuleStoreService: the rule store of one service's kinds."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
 from services.common.auth import current_principal
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paging import decode_token, encode_token, page_size, scope
 
 from .admin import RuleAdmin, problems_error
 from .document import DocumentSyntaxError, parse_yaml
 from .kinds import Problem
+from .releases import STATUSES, Release
 from .store import VersionRecord
 
 SERVICE_NAME = "kequn.rules.v1.RuleStoreService"
@@ -41,6 +42,19 @@ def version_message(record: VersionRecord) -> rules_pb2.RulesetVersion:
     )
 
 
+_RELEASE_STATUS = {name: getattr(rules_pb2, f"RELEASE_STATUS_{name}") for name in STATUSES}
+_RELEASE_STATUS_NAME = {number: name for name, number in _RELEASE_STATUS.items()}
+
+
+def release_message(release: Release) -> rules_pb2.Release:
+    return rules_pb2.Release(
+        release_id=release.release_id, name=release.name, version=release.version,
+        status=_RELEASE_STATUS[release.status], requested_by=release.requested_by, decided_by=release.decided_by,
+        effective_from=_timestamp(release.effective_from), comment=release.comment,
+        decision_comment=release.decision_comment, requested_at=_timestamp(release.requested_at),
+        decided_at=_timestamp(release.decided_at), activated_at=_timestamp(release.activated_at))
+
+
 def _require(**fields) -> None:
     missing = [(name, "required") for name, value in fields.items() if not value]
     if missing:
@@ -61,10 +75,11 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
     """Serves only the kinds of the service it runs in: another service's
     rulesets are NOT_FOUND here."""
 
-    def __init__(self, admin: RuleAdmin, served_kinds: set[str], runtime=None):
+    def __init__(self, admin: RuleAdmin, served_kinds: set[str], runtime=None, population=None):
         self.admin = admin
         self.kinds = served_kinds
         self.runtime = runtime  # RuleRuntime of this process: Publish/Rollback answer once it serves them
+        self.population = population  # PopulationSimulator of this service, if it stores one
 
     def _own(self, name: str) -> None:
         if name not in set(self.admin.store.names(self.kinds)):
@@ -175,7 +190,67 @@ class RuleStoreServicer(rules_pb2_grpc.RuleStoreServiceServicer):
             latest = self.admin.store.list_versions(name)[0]
             summaries.append(rules_pb2.RulesetSummary(
                 name=name, kind=latest.kind, latest_version=latest.version,
-                active_version=active[name].version if name in active else 0))
+                active_version=active[name].version if name in active else 0,
+                four_eyes=self.admin.four_eyes(name, latest.kind)))
         more = start + size < len(names)
         return rules_pb2.ListRulesetsResponse(rulesets=summaries,
                                               next_page_token=encode_token(start + size, token_scope) if more else "")
+
+    def SimulatePopulation(self, request, context):
+        _require(name=request.name, version=request.version)
+        self._own(request.name)
+        if self.population is None:
+            raise FailedPrecondition("this service stores no population to simulate against",
+                                     reason="NO_POPULATION", metadata={"ruleset": request.name})
+        yield from self.population.stream(request, context)
+
+    # -- releases (four eyes, effective dates) --------------------------------
+    def _own_release(self, release_id: str) -> None:
+        _require(release_id=release_id)
+        self._own(self.admin.releases.get(release_id).name)
+
+    def RequestRelease(self, request, context):
+        _require(name=request.name, version=request.version)
+        self._own(request.name)
+        effective = request.effective_from.ToDatetime(tzinfo=timezone.utc) \
+            if request.HasField("effective_from") else None
+        release = self.admin.request_release(request.name, request.version, effective, current_principal().name,
+                                             request.comment, request.request_id or None)
+        return release_message(release)
+
+    def ApproveRelease(self, request, context):
+        self._own_release(request.release_id)
+        release = self.admin.approve_release(request.release_id, current_principal().name, request.comment)
+        if release.status == "ACTIVE":
+            self._serve_now(release.name)
+        return release_message(release)
+
+    def RejectRelease(self, request, context):
+        self._own_release(request.release_id)
+        release = self.admin.reject_release(request.release_id, current_principal().name, request.comment)
+        if release.status == "CANCELLED":
+            self._serve_now(release.name)  # this process drops it at once; other replicas at their next poll
+        return release_message(release)
+
+    def ListReleases(self, request, context):
+        size = page_size(request.page_size)
+        if request.status and request.status not in _RELEASE_STATUS_NAME:
+            raise InvalidArgument(violations=[("status", "unknown release status")])
+        if request.name:
+            self._own(request.name)
+        names = [request.name] if request.name else self.admin.store.names(self.kinds)
+        status = _RELEASE_STATUS_NAME.get(request.status, "")
+        token_scope = scope("rules.ListReleases", request.name, status, sorted(self.kinds))
+        start = decode_token(request.page_token, token_scope, expect=int) or 0
+        if start < 0:
+            raise InvalidArgument(violations=[("page_token", "not a page token this list returned")])
+        found = self.admin.releases.list(names, status, start, size + 1)
+        return rules_pb2.ListReleasesResponse(
+            releases=[release_message(r) for r in found[:size]],
+            next_page_token=encode_token(start + size, token_scope) if len(found) > size else "")
+
+    def SetReleasePolicy(self, request, context):
+        _require(name=request.name, comment=request.comment)
+        self._own(request.name)
+        self.admin.releases.set_policy(request.name, request.four_eyes, current_principal().name, request.comment)
+        return rules_pb2.SetReleasePolicyResponse(name=request.name, four_eyes=self.admin.four_eyes(request.name))

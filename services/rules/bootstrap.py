@@ -28,6 +28,7 @@ from .api import SERVICE_NAME as RULES_SERVICE_NAME
 from .api import RuleStoreServicer
 from .engine import default_engine
 from .kinds import KindRegistry, KindSpec
+from .population import PopulationSimulator
 from .runtime import RuleRuntime
 from .store import RuleStore
 from .testing import migrate_rules
@@ -90,6 +91,8 @@ class ServiceSpec:
     migrations_dir: Path | None
     build: Callable[[ServiceContext], list[Servicer]]
     demo: Callable[[ServiceContext], None] | None = None
+    # What SimulatePopulation runs a candidate against (population.py); None = nothing stored.
+    population: Callable[[ServiceContext], Any] | None = None
 
 
 def migrate(spec: ServiceSpec, database_url: str) -> None:
@@ -105,6 +108,13 @@ def install_default_rules(spec: ServiceSpec, admin: RuleAdmin) -> list[str]:
     return admin.install_defaults(Path(spec.rulesets_dir), {k.name for k in spec.kinds})
 
 
+def release_lead_seconds() -> float:
+    """How long before its effective_from a release must be approved (and
+    the last moment it can be cancelled): longer than every replica's poll
+    interval, so all of them hold the final word before the instant."""
+    return float(os.environ.get("KEQUN_RULES_RELEASE_LEAD_SECONDS", "60"))
+
+
 def build_context(spec: ServiceSpec, config: ServiceConfig, registry: CollectorRegistry | None = None
                   ) -> ServiceContext:
     migrate(spec, config.database_url)
@@ -115,7 +125,7 @@ def build_context(spec: ServiceSpec, config: ServiceConfig, registry: CollectorR
     kinds = KindRegistry(spec.kinds)
     engine = default_engine()
     store = RuleStore(db)
-    admin = RuleAdmin(store, kinds, engine)
+    admin = RuleAdmin(store, kinds, engine, lead_seconds=release_lead_seconds())
     install_default_rules(spec, admin)
     runtime = RuleRuntime(store, kinds, engine, poll_seconds=config.rules_poll_seconds, registry=registry)
     runtime.start()
@@ -138,8 +148,9 @@ def build_service(spec: ServiceSpec, config: ServiceConfig | None = None) -> tup
     config = config or ServiceConfig.from_env(spec.name)
     ctx = build_context(spec, config)
     servicers = list(spec.build(ctx))
+    population = PopulationSimulator(ctx.admin, spec.population(ctx)) if spec.population else None
     servicers.append(Servicer(rules_pb2_grpc.add_RuleStoreServiceServicer_to_server,
-                              RuleStoreServicer(ctx.admin, {k.name for k in spec.kinds}, ctx.rules),
+                              RuleStoreServicer(ctx.admin, {k.name for k in spec.kinds}, ctx.rules, population),
                               RULES_SERVICE_NAME))
     server = build_server(
         config,

@@ -35,6 +35,9 @@ class KindSpec:
     (bank-specific string fields the caller sends).
     ``check``: extra, kind-specific validation of the parsed mapping
     (scorecard weights, catalog shape...), returning problems with paths.
+    ``four_eyes``: the default release policy of rulesets of this kind: a
+    version is activated only through a release approved by a second person
+    (DOMAIN.md §7); ``PublishRuleset`` is refused.
     """
 
     name: str
@@ -44,6 +47,7 @@ class KindSpec:
     allow_attributes: bool = False
     check: Callable[[Mapping], Iterable[Problem]] | None = None
     description: str = ""
+    four_eyes: bool = False
 
     def field_type(self, name: str) -> str | None:
         if name in self.fields:

@@ -22,7 +22,7 @@ def migrate_rules(url: str) -> None:
 
 
 def runtime_for(kinds: Iterable[KindSpec], rulesets_dir: Path | None = None, db_url: str | None = None,
-                engine: RuleEngine | None = None) -> RuleRuntime:
+                engine: RuleEngine | None = None, lead_seconds: float = 60.0, clock=None) -> RuleRuntime:
     """A RuleRuntime over a fresh (or given) database with the YAMLs in
     ``rulesets_dir`` published, already refreshed. ``runtime.admin`` is the
     matching RuleAdmin for tests that publish new versions."""
@@ -31,11 +31,11 @@ def runtime_for(kinds: Iterable[KindSpec], rulesets_dir: Path | None = None, db_
     migrate_rules(db_url)
     registry = KindRegistry(kinds)
     engine = engine or default_engine()
-    store = RuleStore(make_engine(db_url))
-    admin = RuleAdmin(store, registry, engine)
+    store = RuleStore(make_engine(db_url), **({"clock": clock} if clock else {}))
+    admin = RuleAdmin(store, registry, engine, lead_seconds=lead_seconds)
     if rulesets_dir is not None:
         admin.install_defaults(Path(rulesets_dir))
-    runtime = RuleRuntime(store, registry, engine, poll_seconds=0.2)
+    runtime = RuleRuntime(store, registry, engine, poll_seconds=0.2, **({"clock": clock} if clock else {}))
     runtime.admin = admin  # type: ignore[attr-defined]
     runtime.refresh()
     return runtime
@@ -57,3 +57,10 @@ def evaluate_text(text: str, kinds: Iterable[KindSpec], values: Mapping[str, Any
         return loaded.evaluate(values)
     finally:
         engine.unload(loaded)
+
+
+def release(admin: RuleAdmin, name: str, version: int, requester: str = "tester",
+            approver: str = "checker", effective_from=None):
+    """Four eyes in a test: ``requester`` asks, ``approver`` approves."""
+    requested = admin.request_release(name, version, effective_from, requester, "test release")
+    return admin.approve_release(requested.release_id, approver, "approved in a test")

@@ -38,5 +38,6 @@ KINDS = [
         fields={},
         check=check_scorecard,
         description="A role's scorecard: parts, indicators, methods, weights, bounds and caps (parameters only).",
+        four_eyes=True,  # DOMAIN.md §7: prepared by one person, released by another
     )
 ]

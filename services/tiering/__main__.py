@@ -10,6 +10,7 @@ from services.rules.bootstrap import Servicer, ServiceContext, ServiceSpec, run_
 from .api import SERVICE_NAME, TieringApi
 from .demo import load_demo
 from .metrics import TieringMetrics
+from .population import TieringPopulation
 from .rules_kind import KINDS
 from .service import TieringService
 
@@ -44,6 +45,7 @@ SPEC = ServiceSpec(
     migrations_dir=HERE / "migrations",
     build=build,
     demo=load_demo,
+    population=lambda ctx: TieringPopulation(ctx.config.database_url),
 )
 
 

@@ -107,6 +107,12 @@ class TieringApi(tiering_pb2_grpc.TieringServiceServicer):
     def EvaluateCustomer(self, request, context):
         return decision_to_proto(self.service.evaluate(request_from_proto(request)), request.dry_run)
 
+    def ExplainDecision(self, request, context):
+        from .explain import explain
+        from .explain_api import explanation_to_proto
+        e = explain(self.service.session_factory, self.service.rules, request.decision_id)
+        return explanation_to_proto(e, decision_to_proto(e.stored))
+
     def EvaluateCustomers(self, request_iterator, context):
         # The read-ahead holds at most two chunks: gRPC's flow control stops
         # the client when we fall behind, so memory stays flat.

@@ -89,6 +89,7 @@ KINDS = [
         allow_attributes=True,
         check=_check_tier_scheme,
         description="A tier scheme: one tier per customer, plus the downgrade grace.",
+        four_eyes=True,  # DOMAIN.md §7: prepared by one person, released by another
     ),
     KindSpec(
         name=CUSTOMER_GROUPS,

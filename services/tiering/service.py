@@ -200,11 +200,12 @@ class TieringService:
         return outcomes
 
     def evaluate_chunk(self, requests: Sequence[EvaluateRequest]) -> list[Outcome]:
-        tiers = self.rules.active(TIERS_RULESET)
-        groups = self.rules.active(GROUPS_RULESET)
+        now = self.clock()
+        # The versions in force at the decision's instant (a release may switch at any moment).
+        tiers = self.rules.active(TIERS_RULESET, at=now)
+        groups = self.rules.active(GROUPS_RULESET, at=now)
         scheme = self._scheme(tiers)
         card_levels = list(groups.document.parameters.get("card_levels") or ())
-        now = self.clock()
         today = now.date().isoformat()
         origin = audit_context() if any(r.origin is None and not r.dry_run for r in requests) else None
         traceparent = current_traceparent()
@@ -332,7 +333,8 @@ class TieringService:
                 after = replace(after, group_keys=keys)
                 item = PendingWrite(s, decision, uuid.uuid4().hex, r.request_id or None, before, after,
                                     feed_worthy(decision, before, keys), r.origin or origin,
-                                    traceparent=traceparent if r.traceparent is None else r.traceparent)
+                                    traceparent=traceparent if r.traceparent is None else r.traceparent,
+                                    groups=(groups.name, groups.version))
                 if r.dry_run:
                     results[i] = Outcome(s.customer_id, True, StoredDecision(decision, item.decision_id, now, 0))
                     continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 from services.common.audit import audit_rows, audit_table
 
 from .domain import CustomerState, Decision, Snapshot
+from .inputs import encode as decision_input
 
 metadata = MetaData()
 _ID = String(100)
@@ -66,6 +68,7 @@ decisions = Table(
     Column("fired", Text, nullable=False),      # JSON [[rule_id, ruleset, version], ...]
     Column("decided_at", DateTime(timezone=True), nullable=False),
     Column("cursor", BigInteger, nullable=False),  # feed cursor it appended, 0 = none
+    Column("input", Text, nullable=True),          # what it saw (inputs.py); null before tiering_0005
     Index("ix_tiering_decisions_customer_seq", "customer_id", "seq"),
 )
 
@@ -98,6 +101,9 @@ changes = Table(
 audit_log = audit_table(metadata, "tiering_audit_log")
 
 COPY_FROM_ROWS = 50
+# Off only to measure what keeping decision inputs costs (bench/tiering_bench.py
+# --inputs-overhead); without them ExplainDecision and SimulatePopulation have nothing to work on.
+STORE_INPUTS = os.environ.get("KEQUN_TIERING_DECISION_INPUTS", "1") != "0"
 FEED_LOCK_KEY = 0x7469657269  # "tieri": the advisory lock serialising feed appends
 
 
@@ -235,6 +241,7 @@ class PendingWrite:
     origin: tuple[str, str] = ("system", "")   # (actor, x-request-id) of the caller, for the audit log
     cursor: int = 0
     traceparent: str = ""  # the evaluating call's trace context, kept with its feed entry
+    groups: tuple[str, int] = ("", 0)          # the groups ruleset version that decided, for the stored input
 
 
 class TieringRepository:
@@ -385,7 +392,8 @@ class TieringRepository:
                 "segments": _json(d.segments), "flags": _json(d.flags), "home_branch_id": d.home_branch_id,
                 "next_tier": d.next_tier, "gap_fen": d.gap_fen, "downgrade_pending": d.downgrade_pending,
                 "ruleset": d.ruleset, "ruleset_version": d.ruleset_version, "fired": _json(d.fired),
-                "decided_at": now, "cursor": item.cursor}
+                "decided_at": now, "cursor": item.cursor,
+                "input": decision_input(item.snapshot, item.before, item.groups, item.after.group_keys) if STORE_INPUTS else None}
 
     @staticmethod
     def _change_row(item: PendingWrite, now: dt.datetime) -> dict:

@@ -8,12 +8,14 @@ that must be refused — a refusal changes nothing, so the cases are independent
 """
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -25,19 +27,25 @@ from kequn.scoring.v1 import scoring_pb2 as spb
 from kequn.scoring.v1 import scoring_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc
+from sqlalchemy import text as sql
+
+from services.common.db import make_engine
 from tests.e2e.harness import Suite, suite_on_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 T = 30  # call timeout, seconds
 CARDS = Path(__file__).resolve().parents[2] / "services" / "scoring" / "rulesets"
 LOBBY = CARDS / "lobby_manager.yaml"
+REMOTE = CARDS / "remote_manager.yaml"
+LEAD = 600  # seconds: an approved release is held ready (and cannot be cancelled) this long before its instant
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory, _pg_database):
     # A long poll: whatever a process serves right after PublishRuleset, it loaded while publishing.
     with suite_on_postgres(tmp_path_factory.mktemp("reasons"), _pg_database, ("tiering", "scoring", "benefits"),
-                           extra_env={"KEQUN_RULES_POLL_SECONDS": "600"}) as s:
+                           extra_env={"KEQUN_RULES_POLL_SECONDS": "600",
+                                      "KEQUN_RULES_RELEASE_LEAD_SECONDS": str(LEAD)}) as s:
         yield s
 
 
@@ -47,6 +55,25 @@ class Stubs:
         self.benefits = benefits_pb2_grpc.BenefitsServiceStub(suite.channel("benefits", role))
         self.scoring = scoring_pb2_grpc.ScoringServiceStub(suite.channel("scoring", role))
         self.scoring_rules = rules_pb2_grpc.RuleStoreServiceStub(suite.channel("scoring", role))
+
+
+def _owners(suite: Suite) -> tuple[rules_pb2_grpc.RuleStoreServiceStub, rules_pb2_grpc.RuleStoreServiceStub]:
+    """Scoring's rule store as the two development rule owners."""
+    return tuple(rules_pb2_grpc.RuleStoreServiceStub(suite.channel("scoring", name))
+                 for name in ("rule_owner_1", "rule_owner_2"))
+
+
+def _in(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(datetime.now(timezone.utc) + timedelta(seconds=seconds))
+    return ts
+
+
+def _released(suite: Suite, name: str, version: int) -> rpb.Release:
+    """Four eyes: rule_owner_1 asks, rule_owner_2 approves (active at once)."""
+    one, two = _owners(suite)
+    asked = one.RequestRelease(rpb.RequestReleaseRequest(name=name, version=version, comment="e2e"), timeout=T)
+    return two.ApproveRelease(rpb.DecideReleaseRequest(release_id=asked.release_id, comment="ok"), timeout=T)
 
 
 def _snapshot(customer_id, fen, **fields):
@@ -74,6 +101,7 @@ def _claim(s, customer, benefit, channel="MOBILE", request_id=None):
 @pytest.fixture(scope="module")
 def world(suite):
     s = Stubs(suite)
+    one, two = _owners(suite)
     for cid, fen, extra in (("E-AFF", 10_000_000, {"payroll_employer_id": "EMP1", "mobile_banking_active": True}),
                             ("E-AFF2", 10_000_000, {"payroll_employer_id": "EMP1", "mobile_banking_active": True}),
                             ("E-TAIL", 2_000_000, {})):
@@ -116,15 +144,51 @@ def world(suite):
     rules = s.scoring_rules
     v2 = rules.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(name="scoring.lobby_manager", document=text),
                                     timeout=T).ruleset_version.version
-    rules.PublishRuleset(rpb.PublishRulesetRequest(name="scoring.lobby_manager", version=v2), timeout=T)
+    active = _released(suite, "scoring.lobby_manager", v2)
     v3 = rules.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
         name="scoring.lobby_manager", document=text.replace("Lobby", "Lobby (draft)", 1)),
         timeout=T).ruleset_version.version
     sc.SubmitMetrics(spb.SubmitMetricsRequest(period_id="P-MISS", values=[
         _metric("L1", "LOBBY_MANAGER", "waiting_ratio", "0.1")]), timeout=T)
     sc.CalculatePeriod(spb.CalculatePeriodRequest(period_id="P-MISS"), timeout=T)
+
+    # Releases (four eyes) of the remote managers' card: copies that score the same.
+    remote = REMOTE.read_text(encoding="utf-8")
+
+    def draft(owner, n):
+        return owner.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
+            name="scoring.remote_manager", document=remote.replace("Remote", f"Remote ({n})", 1)),
+            timeout=T).ruleset_version.version
+    # Written by rule_owner_1, asked for by rule_owner_2: neither may approve it.
+    pending = two.RequestRelease(rpb.RequestReleaseRequest(name="scoring.remote_manager", version=draft(one, 2)),
+                                 timeout=T)
+    # Due in 60 s, less than the lead time: approval is refused as too soon.
+    soon = one.RequestRelease(rpb.RequestReleaseRequest(name="scoring.remote_manager", version=draft(one, 3),
+                                                        effective_from=_in(60)), timeout=T)
+    # Approved for a little after the lead time; once inside it, it can no longer be cancelled.
+    late = one.RequestRelease(rpb.RequestReleaseRequest(name="scoring.remote_manager", version=draft(one, 4),
+                                                        effective_from=_in(LEAD + 8)), timeout=T)
+    two.ApproveRelease(rpb.DecideReleaseRequest(release_id=late.release_id), timeout=T)
+    rejected = one.RequestRelease(rpb.RequestReleaseRequest(name="scoring.remote_manager", version=draft(one, 5)),
+                                  timeout=T)
+    two.RejectRelease(rpb.DecideReleaseRequest(release_id=rejected.release_id, comment="no"), timeout=T)
+    # A decision stored before decision inputs were kept (tiering_0005): its input is empty.
+    old = s.tiering.EvaluateCustomer(tpb.EvaluateCustomerRequest(customer=_snapshot("E-OLD", 10_000_000),
+                                                                 request_id="eval-E-OLD"), timeout=T)
+    engine = make_engine(suite.env["KEQUN_TIERING_DATABASE_URL"])
+    try:
+        with engine.begin() as conn:
+            conn.execute(sql("UPDATE tiering_decisions SET input = NULL WHERE decision_id = :d"),
+                         {"d": old.decision_id})
+    finally:
+        engine.dispose()
+    # Inside the lead time of `late` (8 s after it was asked for; it takes effect 600 s later).
+    time.sleep(max(0.0, late.effective_from.ToDatetime(tzinfo=timezone.utc).timestamp() - LEAD
+                   - time.time() + 0.5))
     return {"stubs": s, "month": month, "gift_claim": gift.claim_id, "fulfilled": fulfilled.claim_id,
-            "cancelled": cancelled.claim_id, "v2": v2, "v3": v3}
+            "cancelled": cancelled.claim_id, "v2": v2, "v3": v3, "active_release": active.release_id,
+            "pending": pending.release_id, "soon": soon.release_id, "late": late.release_id,
+            "rejected": rejected.release_id, "pending_version": pending.version, "old_decision": old.decision_id, "owners": (one, two)}
 
 
 def refusal(call) -> tuple[grpc.StatusCode, error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo | None]:
@@ -308,6 +372,55 @@ CASES = [
     ("rules.GetRuleset negative version", lambda w, s: s.scoring_rules.GetRuleset(
         rpb.GetRulesetRequest(name="scoring.lobby_manager", version=-1), timeout=T), C.INVALID_ARGUMENT,
      "INVALID_INPUT", {}),
+    # ---- governance (issue 15): releases, population simulation, explained decisions
+    ("rules.PublishRuleset four eyes", lambda w, s: s.scoring_rules.PublishRuleset(rpb.PublishRulesetRequest(
+        name="scoring.lobby_manager", version=w["v3"]), timeout=T), C.FAILED_PRECONDITION, "FOUR_EYES_REQUIRED",
+     {"ruleset": "scoring.lobby_manager"}),
+    ("rules.ApproveRelease by its requester", lambda w, s: w["owners"][1].ApproveRelease(
+        rpb.DecideReleaseRequest(release_id=w["pending"]), timeout=T), C.PERMISSION_DENIED, "SELF_APPROVAL",
+     {"release_id": "*"}),
+    ("rules.ApproveRelease by the version's author", lambda w, s: w["owners"][0].ApproveRelease(
+        rpb.DecideReleaseRequest(release_id=w["pending"]), timeout=T), C.PERMISSION_DENIED, "SELF_APPROVAL",
+     {"release_id": "*", "author": "rule_owner_1"}),
+    ("rules.ApproveRelease effective too soon", lambda w, s: w["owners"][1].ApproveRelease(
+        rpb.DecideReleaseRequest(release_id=w["soon"]), timeout=T), C.FAILED_PRECONDITION,
+     "EFFECTIVE_FROM_TOO_SOON", {"release_id": "*", "lead_seconds": str(LEAD)}),
+    ("rules.ApproveRelease already active", lambda w, s: w["owners"][0].ApproveRelease(
+        rpb.DecideReleaseRequest(release_id=w["active_release"]), timeout=T), C.FAILED_PRECONDITION,
+     "WRONG_STATE", {"status": "ACTIVE"}),
+    ("rules.ApproveRelease unknown", lambda w, s: w["owners"][0].ApproveRelease(
+        rpb.DecideReleaseRequest(release_id="0" * 32), timeout=T), C.NOT_FOUND, "NOT_FOUND", {}),
+    ("rules.ApproveRelease no id", lambda w, s: w["owners"][0].ApproveRelease(
+        rpb.DecideReleaseRequest(release_id=""), timeout=T), C.INVALID_ARGUMENT, "INVALID_INPUT", {}),
+    ("rules.RejectRelease too late to cancel", lambda w, s: w["owners"][0].RejectRelease(
+        rpb.DecideReleaseRequest(release_id=w["late"]), timeout=T), C.FAILED_PRECONDITION, "TOO_LATE_TO_CANCEL",
+     {"release_id": "*", "lead_seconds": str(LEAD)}),
+    ("rules.RejectRelease already rejected", lambda w, s: w["owners"][0].RejectRelease(
+        rpb.DecideReleaseRequest(release_id=w["rejected"]), timeout=T), C.FAILED_PRECONDITION, "WRONG_STATE",
+     {"status": "REJECTED"}),
+    ("rules.RequestRelease not a draft", lambda w, s: w["owners"][0].RequestRelease(rpb.RequestReleaseRequest(
+        name="scoring.lobby_manager", version=w["v2"]), timeout=T), C.FAILED_PRECONDITION, "WRONG_STATE",
+     {"ruleset": "scoring.lobby_manager", "status": "PUBLISHED"}),
+    ("rules.RequestRelease second open release", lambda w, s: w["owners"][0].RequestRelease(
+        rpb.RequestReleaseRequest(name="scoring.remote_manager", version=w["pending_version"]), timeout=T), C.ALREADY_EXISTS,
+     "CONFLICT", {"ruleset": "scoring.remote_manager", "release_id": "*"}),
+    ("rules.RequestRelease in the past", lambda w, s: w["owners"][0].RequestRelease(rpb.RequestReleaseRequest(
+        name="scoring.lobby_manager", version=w["v3"], effective_from=_in(-60)), timeout=T),
+     C.INVALID_ARGUMENT, "INVALID_INPUT", {}),
+    ("rules.RequestRelease not served here", lambda w, s: w["owners"][0].RequestRelease(rpb.RequestReleaseRequest(
+        name="tiering.tiers", version=1), timeout=T), C.NOT_FOUND, "NOT_FOUND", {"ruleset": "tiering.tiers"}),
+    ("rules.ListReleases bad token", lambda w, s: s.scoring_rules.ListReleases(rpb.ListReleasesRequest(
+        page_token="%%%"), timeout=T), C.INVALID_ARGUMENT, "INVALID_INPUT", {}),
+    ("rules.SimulatePopulation nothing stored", lambda w, s: list(s.scoring_rules.SimulatePopulation(
+        rpb.SimulatePopulationRequest(name="scoring.lobby_manager", version=w["v3"]), timeout=T)),
+     C.FAILED_PRECONDITION, "NO_POPULATION", {"ruleset": "scoring.lobby_manager"}),
+    ("tiering.ExplainDecision unknown", lambda w, s: s.tiering.ExplainDecision(tpb.ExplainDecisionRequest(
+        decision_id="0" * 32), timeout=T), C.NOT_FOUND, "NOT_FOUND", {"decision_id": "0" * 32}),
+    ("tiering.ExplainDecision no id", lambda w, s: s.tiering.ExplainDecision(tpb.ExplainDecisionRequest(
+        decision_id=""), timeout=T), C.INVALID_ARGUMENT, "INVALID_INPUT", {}),
+    ("tiering.ExplainDecision input not stored", lambda w, s: s.tiering.ExplainDecision(
+        tpb.ExplainDecisionRequest(decision_id=w["old_decision"]), timeout=T), C.FAILED_PRECONDITION,
+     "INPUT_NOT_STORED", {"decision_id": "*"}),
 ]
 
 
@@ -315,7 +428,9 @@ CASES = [
 def test_each_refusal_carries_its_reason(world, call, code, reason, metadata):
     got_code, info, retry = refusal(lambda: call(world, world["stubs"]))
     assert (got_code, info.reason) == (code, reason)
-    assert {k: info.metadata[k] for k in metadata if k in info.metadata} == metadata
+    # "*": the key must be there, whatever its value (e.g. a generated release id).
+    assert {k: "*" if v == "*" and info.metadata.get(k) else info.metadata.get(k) for k, v in metadata.items()} \
+        == metadata
     assert retry is None  # none of these gets better by waiting
 
 
@@ -336,8 +451,8 @@ def test_the_caller_can_tell_who_it_is_and_what_it_may_do(suite, world):
     assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
 
 
-def test_publish_answers_once_the_publishing_process_serves_the_new_card(world):
-    """Polls every 600 s here: only PublishRuleset itself can have loaded the card."""
+def test_publish_answers_once_the_publishing_process_serves_the_new_card(suite, world):
+    """Polls every 600 s here: only the approval itself can have loaded the card."""
     s = world["stubs"]
     text = (CARDS / "remote_manager.yaml").read_text(encoding="utf-8").replace(
         "scoring.remote_manager", "scoring.night_manager").replace("role: REMOTE_MANAGER", "role: NIGHT_MANAGER")
@@ -347,7 +462,8 @@ def test_publish_answers_once_the_publishing_process_serves_the_new_card(world):
     assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")  # no such card yet
     created = s.scoring_rules.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
         name="scoring.night_manager", document=text), timeout=T).ruleset_version
-    s.scoring_rules.PublishRuleset(rpb.PublishRulesetRequest(name=created.name, version=created.version), timeout=T)
+    # Four eyes; an approval without effective_from answers once this process serves the card.
+    _released(suite, created.name, created.version)
     assert s.scoring.SubmitMetrics(spb.SubmitMetricsRequest(period_id="P-OPEN", values=values),
                                    timeout=T).accepted == 1
 

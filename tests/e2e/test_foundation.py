@@ -65,8 +65,8 @@ def test_calls_need_a_token_and_a_role(suite, service):
     assert all(r.name.startswith(service + ".") for r in listed.rulesets)
 
 
-def _kequn(suite, *args):
-    env = {**os.environ, **suite.env, "KEQUN_TOKEN": suite.tokens["rule_admin"]}
+def _kequn(suite, *args, principal="rule_admin"):
+    env = {**os.environ, **suite.env, "KEQUN_TOKEN": suite.tokens[principal]}
     return subprocess.run([sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True,
                           text=True, timeout=60)
 
@@ -95,10 +95,22 @@ def test_a_rule_published_from_the_cli_is_served_without_restart(suite, tmp_path
                               "input: {annual_avg_aum_fen: 30000000}, expect: {tier: WEALTH}")
     assert changed != text
     (tmp_path / "tiers2.yaml").write_text(changed)
-    published = _kequn(suite, "rules", "publish", str(tmp_path / "tiers2.yaml"), "-m", "wealth floor ¥300k")
+    # A tier scheme takes four eyes: one rule owner cannot publish it alone...
+    alone = _kequn(suite, "rules", "publish", str(tmp_path / "tiers2.yaml"), "-m", "wealth floor ¥300k")
+    assert alone.returncode != 0 and "FAILED_PRECONDITION" in alone.stderr and "four eyes" in alone.stderr
+    assert _evaluate(suite, 25_000_000).ruleset.version == before.ruleset.version
+    # ...one asks, the other approves.
+    requested = _kequn(suite, "rules", "release", str(tmp_path / "tiers2.yaml"), "-m", "wealth floor ¥300k",
+                       principal="rule_owner_1")
+    assert requested.returncode == 0, requested.stderr + requested.stdout
+    new_version = before.ruleset.version + 2  # the refused publish left its DRAFT behind
+    assert f"created tiering.tiers v{new_version} (DRAFT)" in requested.stdout
+    release_id = requested.stdout.split("kequn rules approve ", 1)[1].split()[0]
+    own = _kequn(suite, "rules", "approve", release_id, "--service", "tiering", principal="rule_owner_1")
+    assert own.returncode != 0 and "PERMISSION_DENIED" in own.stderr
+    published = _kequn(suite, "rules", "approve", release_id, "--service", "tiering", principal="rule_owner_2")
     assert published.returncode == 0, published.stderr + published.stdout
-    new_version = before.ruleset.version + 1
-    assert f"published tiering.tiers v{new_version}" in published.stdout
+    assert f"tiering.tiers v{new_version}  ACTIVE" in published.stdout
 
     deadline = time.monotonic() + 15
     after = _evaluate(suite, 25_000_000)

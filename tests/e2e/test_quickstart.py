@@ -41,6 +41,9 @@ def test_kequn_up_serves_demo_data_and_stops_cleanly_on_ctrl_c(tmp_path):
             assert f"127.0.0.1:{ports[service]}" in output
         tokens = json.loads((tmp_path / "data" / "dev-tokens.json").read_text())
         assert tokens["core_banking"] in output  # printed for the newcomer
+        # Two rule owners, so a four-eyes release can be requested by one and approved by the other.
+        assert tokens["rule_owner_1"] in output and tokens["rule_owner_2"] in output
+        assert "kequn rules approve RELEASE_ID --as rule_owner_2" in output
 
         stub = tiering_pb2_grpc.TieringServiceStub(dial(f"127.0.0.1:{ports['tiering']}", tokens["core_banking"]))
         deadline = time.monotonic() + 120

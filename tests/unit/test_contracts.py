@@ -137,6 +137,12 @@ CONTRACT_SIGNATURES: dict[tuple[str, str], tuple[str | None, str | None, bool, b
         "ListEntitlementsRequest", "ListEntitlementsResponse", False, False),
     ("kequn.benefits.v1.BenefitsService", "ClaimBenefit"): ("ClaimBenefitRequest", "Claim", False, False),
     ("kequn.benefits.v1.BenefitsService", "CancelClaim"): ("CancelClaimRequest", "Claim", False, False),
+    # second round: rule governance
+    ("kequn.rules.v1.RuleStoreService", "SimulatePopulation"): (
+        "SimulatePopulationRequest", "SimulationProgress", False, True),
+    ("kequn.rules.v1.RuleStoreService", "RequestRelease"): ("RequestReleaseRequest", "Release", False, False),
+    ("kequn.rules.v1.RuleStoreService", "ApproveRelease"): ("DecideReleaseRequest", "Release", False, False),
+    ("kequn.rules.v1.RuleStoreService", "RejectRelease"): ("DecideReleaseRequest", "Release", False, False),
 }
 
 # message full name -> fields CONTRACT.md lists (name -> expected type: a

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.rules.testing import release
 
 from .conftest import metric
 
@@ -38,7 +39,7 @@ def test_a_card_with_missing_values_block_refuses_to_finalize_until_the_values_c
         "  role: REMOTE_MANAGER\n", "  role: REMOTE_MANAGER\n  missing_values: block\n")
     admin = scoring.runtime.admin
     record = admin.create(text, "hr-lead")
-    admin.publish(record.name, record.version, "hr-lead")
+    release(admin, record.name, record.version, requester="hr-lead", approver="checker")  # four eyes
     scoring.runtime.refresh()
     scoring.submit(open_period, [metric("R1", RM, "calls_made", 1800)], ratings=False, actor="ops")
     scoring.calculate(open_period)
@@ -86,7 +87,7 @@ def test_a_card_published_but_not_loaded_yet_answers_ruleset_loading(scoring, op
     scoring.runtime.stop()  # this replica's poll stands still: the window another replica would see
     admin = scoring.runtime.admin
     record = admin.create(text, "hr-lead")
-    admin.publish(record.name, record.version, "hr-lead")
+    release(admin, record.name, record.version, requester="hr-lead", approver="checker")  # four eyes
     with pytest.raises(Unavailable) as err:
         scoring.submit(open_period, [metric("N1", "NIGHT_MANAGER", "calls_made", 1)], ratings=False, actor="ops")
     assert err.value.reason == "RULESET_LOADING" and err.value.retry_after > 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.common.db import make_engine, make_session_factory, run_migrations
-from services.rules.testing import runtime_for
+from services.rules.testing import release, runtime_for
 from services.tiering.rules_kind import KINDS
 from services.tiering.service import TieringService
 
@@ -22,9 +22,14 @@ class Harness:
     url: str
 
     def publish(self, path: Path) -> int:
-        """Publishes a YAML file as a new version and waits for it to serve."""
-        record = self.runtime.admin.create(path.read_text(encoding="utf-8"), "tester")
-        self.runtime.admin.publish(record.name, record.version, "tester")
+        """Releases a YAML file as a new version (written by one person,
+        released by another where four eyes apply) and waits for it to serve."""
+        admin = self.runtime.admin
+        record = admin.create(path.read_text(encoding="utf-8"), "author")
+        if admin.four_eyes(record.name, record.kind):
+            release(admin, record.name, record.version, requester="author", approver="checker")
+        else:
+            admin.publish(record.name, record.version, "author")
         self.runtime.refresh()
         return record.version
 

@@ -75,14 +75,14 @@ def test_missing_file_authenticates_nobody(tmp_path):
 def test_generate_dev_tokens_stores_hashes_only(tmp_path):
     path = tmp_path / "d" / "tokens.yaml"
     tokens = auth.generate_dev_tokens(path)
-    assert set(tokens) == {*auth.ROLES, "service"}
+    assert set(tokens) == {*auth.ROLES, "service", "rule_owner_1", "rule_owner_2"}
     text = path.read_text()
     assert not any(t in text for t in tokens.values())
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     store = TokenStore(path)
     for name, token in tokens.items():
         p = store.authenticate(token)
-        assert p.name == name and p.roles == frozenset({name})
+        assert p.name == name and p.roles == frozenset(auth.DEV_EXTRA_PRINCIPALS.get(name, (name,)))
 
 
 POLICY = Policy({

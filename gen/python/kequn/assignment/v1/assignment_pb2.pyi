@@ -16,6 +16,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from kequn.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -1385,3 +1386,133 @@ class ListUnplacedResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListUnplacedResponse: _TypeAlias = ListUnplacedResponse  # noqa: Y015
+
+@_typing.final
+class SimulateTierChangesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SimulatedOutcome]: ...
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[_common_pb2.SimulatedOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulateTierChangesRequest: _TypeAlias = SimulateTierChangesRequest  # noqa: Y015
+
+@_typing.final
+class BookImpactRow(_message.Message):
+    """Customers per (home branch, role[, reason]): as stored vs with the candidate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BASELINE_FIELD_NUMBER: _builtins.int
+    CANDIDATE_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    role: _builtins.str
+    reason: _builtins.str
+    """Unplaced rows: NO_STAFF_OF_ROLE, ALL_BOOKS_FULL, NO_HOME_BRANCH."""
+    baseline: _builtins.int
+    candidate: _builtins.int
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        role: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        baseline: _builtins.int = ...,
+        candidate: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "branch_id", b"branch_id", "candidate", b"candidate", "reason", b"reason", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookImpactRow: _TypeAlias = BookImpactRow  # noqa: Y015
+
+@_typing.final
+class FullBook(_message.Message):
+    """A book at its max while customers wait for someone of its role and unit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAFF_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    LOAD_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    staff_id: _builtins.str
+    branch_id: _builtins.str
+    role: _builtins.str
+    load: _builtins.int
+    max: _builtins.int
+    waiting: _builtins.int
+    """Customers left unplaced (ALL_BOOKS_FULL) in the staff's unit."""
+    def __init__(
+        self,
+        *,
+        staff_id: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+        role: _builtins.str = ...,
+        load: _builtins.int = ...,
+        max: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "load", b"load", "max", b"max", "role", b"role", "staff_id", b"staff_id", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FullBook: _TypeAlias = FullBook  # noqa: Y015
+
+@_typing.final
+class SimulateTierChangesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNPLACED_FIELD_NUMBER: _builtins.int
+    NEW_MANAGER_FIELD_NUMBER: _builtins.int
+    FULL_BOOKS_FIELD_NUMBER: _builtins.int
+    SIMULATED_FIELD_NUMBER: _builtins.int
+    UNKNOWN_FIELD_NUMBER: _builtins.int
+    simulated: _builtins.int
+    """Simulated customers assignment knows / has never seen."""
+    unknown: _builtins.int
+    @_builtins.property
+    def unplaced(self) -> _containers.RepeatedCompositeFieldContainer[Global___BookImpactRow]:
+        """Customers that would be unplaced."""
+
+    @_builtins.property
+    def new_manager(self) -> _containers.RepeatedCompositeFieldContainer[Global___BookImpactRow]:
+        """Customers that would need a new manager (added or transferred)."""
+
+    @_builtins.property
+    def full_books(self) -> _containers.RepeatedCompositeFieldContainer[Global___FullBook]: ...
+    def __init__(
+        self,
+        *,
+        unplaced: _abc.Iterable[Global___BookImpactRow] | None = ...,
+        new_manager: _abc.Iterable[Global___BookImpactRow] | None = ...,
+        full_books: _abc.Iterable[Global___FullBook] | None = ...,
+        simulated: _builtins.int = ...,
+        unknown: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_books", b"full_books", "new_manager", b"new_manager", "simulated", b"simulated", "unknown", b"unknown", "unplaced", b"unplaced"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulateTierChangesResponse: _TypeAlias = SimulateTierChangesResponse  # noqa: Y015

@@ -125,6 +125,11 @@ class AssignmentServiceStub:
                 request_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedRequest.SerializeToString,
                 response_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedResponse.FromString,
                 _registered_method=True)
+        self.SimulateTierChanges = channel.stream_unary(
+                '/kequn.assignment.v1.AssignmentService/SimulateTierChanges',
+                request_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.SimulateTierChangesRequest.SerializeToString,
+                response_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.SimulateTierChangesResponse.FromString,
+                _registered_method=True)
 
 
 class AssignmentServiceServicer:
@@ -263,6 +268,16 @@ class AssignmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimulateTierChanges(self, request_iterator, context):
+        """Downstream impact of a tier candidate (issue 15): the whole population
+        planned in a dry run as stored and with the simulated tiers streamed in
+        (batches of customers tiering's SimulatePopulation says would change).
+        Writes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AssignmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -355,6 +370,11 @@ def add_AssignmentServiceServicer_to_server(servicer, server):
                     servicer.ListUnplaced,
                     request_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedRequest.FromString,
                     response_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedResponse.SerializeToString,
+            ),
+            'SimulateTierChanges': grpc.stream_unary_rpc_method_handler(
+                    servicer.SimulateTierChanges,
+                    request_deserializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.SimulateTierChangesRequest.FromString,
+                    response_serializer=kequn_dot_assignment_dot_v1_dot_assignment__pb2.SimulateTierChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -844,6 +864,33 @@ class AssignmentService:
             '/kequn.assignment.v1.AssignmentService/ListUnplaced',
             kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedRequest.SerializeToString,
             kequn_dot_assignment_dot_v1_dot_assignment__pb2.ListUnplacedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimulateTierChanges(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/kequn.assignment.v1.AssignmentService/SimulateTierChanges',
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.SimulateTierChangesRequest.SerializeToString,
+            kequn_dot_assignment_dot_v1_dot_assignment__pb2.SimulateTierChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

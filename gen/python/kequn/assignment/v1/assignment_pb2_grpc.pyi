@@ -86,6 +86,12 @@ class AssignmentServiceStub:
     """The customers of a person's group claim(s) on one group; paged."""
     ListUnplaced: _grpc.UnaryUnaryMultiCallable[_assignment_pb2.ListUnplacedRequest, _assignment_pb2.ListUnplacedResponse]
     """Customers nobody could take, each with its reason and since when; paged."""
+    SimulateTierChanges: _grpc.StreamUnaryMultiCallable[_assignment_pb2.SimulateTierChangesRequest, _assignment_pb2.SimulateTierChangesResponse]
+    """Downstream impact of a tier candidate (issue 15): the whole population
+    planned in a dry run as stored and with the simulated tiers streamed in
+    (batches of customers tiering's SimulatePopulation says would change).
+    Writes nothing.
+    """
 
 @_typing.type_check_only
 class AssignmentServiceAsyncStub(AssignmentServiceStub):
@@ -138,6 +144,12 @@ class AssignmentServiceAsyncStub(AssignmentServiceStub):
     """The customers of a person's group claim(s) on one group; paged."""
     ListUnplaced: _aio.UnaryUnaryMultiCallable[_assignment_pb2.ListUnplacedRequest, _assignment_pb2.ListUnplacedResponse]  # type: ignore[assignment]
     """Customers nobody could take, each with its reason and since when; paged."""
+    SimulateTierChanges: _aio.StreamUnaryMultiCallable[_assignment_pb2.SimulateTierChangesRequest, _assignment_pb2.SimulateTierChangesResponse]  # type: ignore[assignment]
+    """Downstream impact of a tier candidate (issue 15): the whole population
+    planned in a dry run as stored and with the simulated tiers streamed in
+    (batches of customers tiering's SimulatePopulation says would change).
+    Writes nothing.
+    """
 
 class AssignmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """AssignmentService places customers in staff books and manages changes."""
@@ -295,5 +307,17 @@ class AssignmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assignment_pb2.ListUnplacedResponse, _abc.Awaitable[_assignment_pb2.ListUnplacedResponse]]:
         """Customers nobody could take, each with its reason and since when; paged."""
+
+    @_abc_1.abstractmethod
+    def SimulateTierChanges(
+        self,
+        request_iterator: _MaybeAsyncIterator[_assignment_pb2.SimulateTierChangesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_assignment_pb2.SimulateTierChangesResponse, _abc.Awaitable[_assignment_pb2.SimulateTierChangesResponse]]:
+        """Downstream impact of a tier candidate (issue 15): the whole population
+        planned in a dry run as stored and with the simulated tiers streamed in
+        (batches of customers tiering's SimulatePopulation says would change).
+        Writes nothing.
+        """
 
 def add_AssignmentServiceServicer_to_server(servicer: AssignmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

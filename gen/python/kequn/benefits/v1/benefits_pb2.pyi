@@ -1163,3 +1163,111 @@ class ReconcileResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReconcileResponse: _TypeAlias = ReconcileResponse  # noqa: Y015
+
+@_typing.final
+class SimulateTierChangesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SimulatedOutcome]: ...
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[_common_pb2.SimulatedOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulateTierChangesRequest: _TypeAlias = SimulateTierChangesRequest  # noqa: Y015
+
+@_typing.final
+class BenefitImpact(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFIT_ID_FIELD_NUMBER: _builtins.int
+    GAINED_FIELD_NUMBER: _builtins.int
+    LOST_FIELD_NUMBER: _builtins.int
+    benefit_id: _builtins.str
+    gained: _builtins.int
+    """Customers who would gain / lose the entitlement."""
+    lost: _builtins.int
+    def __init__(
+        self,
+        *,
+        benefit_id: _builtins.str = ...,
+        gained: _builtins.int = ...,
+        lost: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefit_id", b"benefit_id", "gained", b"gained", "lost", b"lost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BenefitImpact: _TypeAlias = BenefitImpact  # noqa: Y015
+
+@_typing.final
+class BudgetImpact(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    NEEDED_FEN_FIELD_NUMBER: _builtins.int
+    REMAINING_FEN_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    period: _builtins.str
+    """The current budget period (the most specific with a budget, else the month)."""
+    needed_fen: _builtins.int
+    """(gained - lost) x claims per period x unit cost, over the group's benefits."""
+    remaining_fen: _builtins.int
+    """What is left of the group's budget in that period (0 = no budget set)."""
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        period: _builtins.str = ...,
+        needed_fen: _builtins.int = ...,
+        remaining_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "needed_fen", b"needed_fen", "period", b"period", "remaining_fen", b"remaining_fen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetImpact: _TypeAlias = BudgetImpact  # noqa: Y015
+
+@_typing.final
+class SimulateTierChangesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFITS_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
+    SIMULATED_FIELD_NUMBER: _builtins.int
+    UNKNOWN_FIELD_NUMBER: _builtins.int
+    simulated: _builtins.int
+    unknown: _builtins.int
+    """Simulated customers tiering does not know (skipped)."""
+    @_builtins.property
+    def benefits(self) -> _containers.RepeatedCompositeFieldContainer[Global___BenefitImpact]: ...
+    @_builtins.property
+    def budgets(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetImpact]: ...
+    def __init__(
+        self,
+        *,
+        benefits: _abc.Iterable[Global___BenefitImpact] | None = ...,
+        budgets: _abc.Iterable[Global___BudgetImpact] | None = ...,
+        simulated: _builtins.int = ...,
+        unknown: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefits", b"benefits", "budgets", b"budgets", "simulated", b"simulated", "unknown", b"unknown"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulateTierChangesResponse: _TypeAlias = SimulateTierChangesResponse  # noqa: Y015

@@ -115,6 +115,11 @@ class BenefitsServiceStub:
                 request_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitRequest.SerializeToString,
                 response_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitResponse.FromString,
                 _registered_method=True)
+        self.SimulateTierChanges = channel.stream_unary(
+                '/kequn.benefits.v1.BenefitsService/SimulateTierChanges',
+                request_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.SimulateTierChangesRequest.SerializeToString,
+                response_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.SimulateTierChangesResponse.FromString,
+                _registered_method=True)
 
 
 class BenefitsServiceServicer:
@@ -233,6 +238,16 @@ class BenefitsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimulateTierChanges(self, request_iterator, context):
+        """Downstream impact of a tier or groups candidate (issue 15): for the
+        customers streamed in, entitlements gained and lost per benefit (their
+        current profile vs the simulated one) and the budget that changes need
+        per budget group for the current period. Writes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BenefitsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +330,11 @@ def add_BenefitsServiceServicer_to_server(servicer, server):
                     servicer.GetBenefit,
                     request_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitRequest.FromString,
                     response_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitResponse.SerializeToString,
+            ),
+            'SimulateTierChanges': grpc.stream_unary_rpc_method_handler(
+                    servicer.SimulateTierChanges,
+                    request_deserializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.SimulateTierChangesRequest.FromString,
+                    response_serializer=kequn_dot_benefits_dot_v1_dot_benefits__pb2.SimulateTierChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -750,6 +770,33 @@ class BenefitsService:
             '/kequn.benefits.v1.BenefitsService/GetBenefit',
             kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitRequest.SerializeToString,
             kequn_dot_benefits_dot_v1_dot_benefits__pb2.GetBenefitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimulateTierChanges(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/kequn.benefits.v1.BenefitsService/SimulateTierChanges',
+            kequn_dot_benefits_dot_v1_dot_benefits__pb2.SimulateTierChangesRequest.SerializeToString,
+            kequn_dot_benefits_dot_v1_dot_benefits__pb2.SimulateTierChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

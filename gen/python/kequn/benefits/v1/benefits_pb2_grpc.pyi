@@ -74,6 +74,12 @@ class BenefitsServiceStub:
     """The catalog (what a catalog page shows), in benefit_id order; paged."""
     GetBenefit: _grpc.UnaryUnaryMultiCallable[_benefits_pb2.GetBenefitRequest, _benefits_pb2.GetBenefitResponse]
     """One benefit of the catalog; NOT_FOUND if it does not exist."""
+    SimulateTierChanges: _grpc.StreamUnaryMultiCallable[_benefits_pb2.SimulateTierChangesRequest, _benefits_pb2.SimulateTierChangesResponse]
+    """Downstream impact of a tier or groups candidate (issue 15): for the
+    customers streamed in, entitlements gained and lost per benefit (their
+    current profile vs the simulated one) and the budget that changes need
+    per budget group for the current period. Writes nothing.
+    """
 
 @_typing.type_check_only
 class BenefitsServiceAsyncStub(BenefitsServiceStub):
@@ -114,6 +120,12 @@ class BenefitsServiceAsyncStub(BenefitsServiceStub):
     """The catalog (what a catalog page shows), in benefit_id order; paged."""
     GetBenefit: _aio.UnaryUnaryMultiCallable[_benefits_pb2.GetBenefitRequest, _benefits_pb2.GetBenefitResponse]  # type: ignore[assignment]
     """One benefit of the catalog; NOT_FOUND if it does not exist."""
+    SimulateTierChanges: _aio.StreamUnaryMultiCallable[_benefits_pb2.SimulateTierChangesRequest, _benefits_pb2.SimulateTierChangesResponse]  # type: ignore[assignment]
+    """Downstream impact of a tier or groups candidate (issue 15): for the
+    customers streamed in, entitlements gained and lost per benefit (their
+    current profile vs the simulated one) and the budget that changes need
+    per budget group for the current period. Writes nothing.
+    """
 
 class BenefitsServiceServicer(metaclass=_abc_1.ABCMeta):
     """BenefitsService lists, claims and administers benefits."""
@@ -247,5 +259,17 @@ class BenefitsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_benefits_pb2.GetBenefitResponse, _abc.Awaitable[_benefits_pb2.GetBenefitResponse]]:
         """One benefit of the catalog; NOT_FOUND if it does not exist."""
+
+    @_abc_1.abstractmethod
+    def SimulateTierChanges(
+        self,
+        request_iterator: _MaybeAsyncIterator[_benefits_pb2.SimulateTierChangesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_benefits_pb2.SimulateTierChangesResponse, _abc.Awaitable[_benefits_pb2.SimulateTierChangesResponse]]:
+        """Downstream impact of a tier or groups candidate (issue 15): for the
+        customers streamed in, entitlements gained and lost per benefit (their
+        current profile vs the simulated one) and the budget that changes need
+        per budget group for the current period. Writes nothing.
+        """
 
 def add_BenefitsServiceServicer_to_server(servicer: BenefitsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckequn/common/v1/common.proto\x12\x0fkequn.common.v1\"+\n\nRulesetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\">\n\tFiredRule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0f\n\x07ruleset\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckequn/common/v1/common.proto\x12\x0fkequn.common.v1\"+\n\nRulesetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\">\n\tFiredRule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0f\n\x07ruleset\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"n\n\x10SimulatedOutcome\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x16\n\x0egroups_changed\x18\x03 \x01(\x08\x12\x10\n\x08segments\x18\x04 \x03(\t\x12\r\n\x05\x66lags\x18\x05 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,4 +35,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RULESETREF']._serialized_end=92
   _globals['_FIREDRULE']._serialized_start=94
   _globals['_FIREDRULE']._serialized_end=156
+  _globals['_SIMULATEDOUTCOME']._serialized_start=158
+  _globals['_SIMULATEDOUTCOME']._serialized_end=268
 # @@protoc_insertion_point(module_scope)

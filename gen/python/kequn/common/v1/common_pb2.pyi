@@ -10,8 +10,10 @@ a message: list requests carry `int32 page_size`, `string page_token`, list
 responses `string next_page_token` (empty = end).
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -80,3 +82,43 @@ class FiredRule(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FiredRule: _TypeAlias = FiredRule  # noqa: Y015
+
+@_typing.final
+class SimulatedOutcome(_message.Message):
+    """SimulatedOutcome is what a candidate tiering ruleset would make of one
+    customer (SimulatePopulation with include_changes), as sent to the
+    services downstream of tiering for a dry run of its impact.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    GROUPS_CHANGED_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    tier: _builtins.str
+    """The candidate's tier; empty = unchanged."""
+    groups_changed: _builtins.bool
+    """True when segments and flags below are the candidate's (else unchanged)."""
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        tier: _builtins.str = ...,
+        groups_changed: _builtins.bool = ...,
+        segments: _abc.Iterable[_builtins.str] | None = ...,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "flags", b"flags", "groups_changed", b"groups_changed", "segments", b"segments", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulatedOutcome: _TypeAlias = SimulatedOutcome  # noqa: Y015

@@ -61,6 +61,37 @@ RULESET_STATUS_RETIRED: RulesetStatus.ValueType  # 3
 """Was active, replaced by a later publish or rollback."""
 Global___RulesetStatus: _TypeAlias = RulesetStatus  # noqa: Y015
 
+class _ReleaseStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReleaseStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReleaseStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RELEASE_STATUS_UNSPECIFIED: _ReleaseStatus.ValueType  # 0
+    RELEASE_STATUS_PENDING: _ReleaseStatus.ValueType  # 1
+    RELEASE_STATUS_APPROVED: _ReleaseStatus.ValueType  # 2
+    RELEASE_STATUS_REJECTED: _ReleaseStatus.ValueType  # 3
+    RELEASE_STATUS_ACTIVE: _ReleaseStatus.ValueType  # 4
+    RELEASE_STATUS_CANCELLED: _ReleaseStatus.ValueType  # 5
+
+class ReleaseStatus(_ReleaseStatus, metaclass=_ReleaseStatusEnumTypeWrapper):
+    """Status of a release.
+    CONTRACT.md names -> enum values:
+      PENDING   -> RELEASE_STATUS_PENDING   (requested, waiting for approval)
+      APPROVED  -> RELEASE_STATUS_APPROVED  (approved, effective_from ahead)
+      REJECTED  -> RELEASE_STATUS_REJECTED
+      ACTIVE    -> RELEASE_STATUS_ACTIVE    (the version took effect)
+      CANCELLED -> RELEASE_STATUS_CANCELLED (approved, cancelled before its instant)
+    """
+
+RELEASE_STATUS_UNSPECIFIED: ReleaseStatus.ValueType  # 0
+RELEASE_STATUS_PENDING: ReleaseStatus.ValueType  # 1
+RELEASE_STATUS_APPROVED: ReleaseStatus.ValueType  # 2
+RELEASE_STATUS_REJECTED: ReleaseStatus.ValueType  # 3
+RELEASE_STATUS_ACTIVE: ReleaseStatus.ValueType  # 4
+RELEASE_STATUS_CANCELLED: ReleaseStatus.ValueType  # 5
+Global___ReleaseStatus: _TypeAlias = ReleaseStatus  # noqa: Y015
+
 @_typing.final
 class Problem(_message.Message):
     """One problem found in a document."""
@@ -372,6 +403,7 @@ class Transition(_message.Message):
     TO_OUTCOME_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     OUTCOME_KEY_FIELD_NUMBER: _builtins.int
+    EXAMPLE_IDS_FIELD_NUMBER: _builtins.int
     from_outcome: _builtins.str
     """Outcome under the active version (e.g. a tier code); empty = none."""
     to_outcome: _builtins.str
@@ -379,6 +411,10 @@ class Transition(_message.Message):
     count: _builtins.int
     outcome_key: _builtins.str
     """Which outcome the cell is about (e.g. "tier", "segments")."""
+    @_builtins.property
+    def example_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SimulatePopulation: a few ids (e.g. customer ids) of this cell."""
+
     def __init__(
         self,
         *,
@@ -386,10 +422,11 @@ class Transition(_message.Message):
         to_outcome: _builtins.str = ...,
         count: _builtins.int = ...,
         outcome_key: _builtins.str = ...,
+        example_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "from_outcome", b"from_outcome", "outcome_key", b"outcome_key", "to_outcome", b"to_outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "example_ids", b"example_ids", "from_outcome", b"from_outcome", "outcome_key", b"outcome_key", "to_outcome", b"to_outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -675,11 +712,14 @@ class RulesetSummary(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     ACTIVE_VERSION_FIELD_NUMBER: _builtins.int
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    FOUR_EYES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
     active_version: _builtins.int
     """0 = nothing published yet."""
     latest_version: _builtins.int
+    four_eyes: _builtins.bool
+    """Versions are activated only through an approved release (four eyes)."""
     def __init__(
         self,
         *,
@@ -687,10 +727,11 @@ class RulesetSummary(_message.Message):
         kind: _builtins.str = ...,
         active_version: _builtins.int = ...,
         latest_version: _builtins.int = ...,
+        four_eyes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "kind", b"kind", "latest_version", b"latest_version", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "four_eyes", b"four_eyes", "kind", b"kind", "latest_version", b"latest_version", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -720,3 +761,530 @@ class ListRulesetsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRulesetsResponse: _TypeAlias = ListRulesetsResponse  # noqa: Y015
+
+@_typing.final
+class SimulatePopulationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_CHANGES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    """The candidate version (typically a DRAFT)."""
+    branch_id: _builtins.str
+    """Only this branch's population (tiering: home branch); empty = all."""
+    include_changes: _builtins.bool
+    """Also stream every item whose outcome changes, with the candidate's
+    outcome (for the downstream services' dry runs).
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        branch_id: _builtins.str = ...,
+        include_changes: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "include_changes", b"include_changes", "name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulatePopulationRequest: _TypeAlias = SimulatePopulationRequest  # noqa: Y015
+
+@_typing.final
+class CodeList(_message.Message):
+    """A list outcome's codes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        codes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codes", b"codes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CodeList: _TypeAlias = CodeList  # noqa: Y015
+
+@_typing.final
+class SimulatedItem(_message.Message):
+    """One item whose outcome the candidate changes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OutcomeEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CodesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___CodeList: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___CodeList | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CODES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    branch_id: _builtins.str
+    @_builtins.property
+    def outcome(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The candidate's scalar outcomes (e.g. "tier")."""
+
+    @_builtins.property
+    def codes(self) -> _containers.MessageMap[_builtins.str, Global___CodeList]:
+        """The candidate's list outcomes (e.g. "segments", "flags")."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+        outcome: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        codes: _abc.Mapping[_builtins.str, Global___CodeList] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "codes", b"codes", "id", b"id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulatedItem: _TypeAlias = SimulatedItem  # noqa: Y015
+
+@_typing.final
+class CodeChange(_message.Message):
+    """One list outcome code (a customer group or flag) gained or lost."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_KEY_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    GAINED_FIELD_NUMBER: _builtins.int
+    LOST_FIELD_NUMBER: _builtins.int
+    GAINED_EXAMPLE_IDS_FIELD_NUMBER: _builtins.int
+    LOST_EXAMPLE_IDS_FIELD_NUMBER: _builtins.int
+    outcome_key: _builtins.str
+    """"segments", "flags", ..."""
+    code: _builtins.str
+    gained: _builtins.int
+    """Items that do not have the code under the active version and have it
+    under the candidate.
+    """
+    lost: _builtins.int
+    """Items that have it under the active version and not under the candidate."""
+    @_builtins.property
+    def gained_example_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def lost_example_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        outcome_key: _builtins.str = ...,
+        code: _builtins.str = ...,
+        gained: _builtins.int = ...,
+        lost: _builtins.int = ...,
+        gained_example_ids: _abc.Iterable[_builtins.str] | None = ...,
+        lost_example_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "gained", b"gained", "gained_example_ids", b"gained_example_ids", "lost", b"lost", "lost_example_ids", b"lost_example_ids", "outcome_key", b"outcome_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CodeChange: _TypeAlias = CodeChange  # noqa: Y015
+
+@_typing.final
+class BranchSimulation(_message.Message):
+    """The migration of one branch (tiering: the customers' home branch)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
+    CODE_CHANGES_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    total: _builtins.int
+    changed: _builtins.int
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Transition]:
+        """Scalar outcomes (e.g. tier from -> to), every pair seen."""
+
+    @_builtins.property
+    def code_changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CodeChange]:
+        """List outcomes (groups, flags) gained and lost; only codes that moved."""
+
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        total: _builtins.int = ...,
+        changed: _builtins.int = ...,
+        transitions: _abc.Iterable[Global___Transition] | None = ...,
+        code_changes: _abc.Iterable[Global___CodeChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "changed", b"changed", "code_changes", b"code_changes", "total", b"total", "transitions", b"transitions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchSimulation: _TypeAlias = BranchSimulation  # noqa: Y015
+
+@_typing.final
+class PopulationSimulation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_VERSION_FIELD_NUMBER: _builtins.int
+    CANDIDATE_VERSION_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
+    CODE_CHANGES_FIELD_NUMBER: _builtins.int
+    BRANCHES_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    active_version: _builtins.int
+    """The version compared against (0 = none active) and the candidate."""
+    candidate_version: _builtins.int
+    total: _builtins.int
+    """Items evaluated, and those whose outcome differs."""
+    changed: _builtins.int
+    skipped: _builtins.int
+    """Stored items that could not be evaluated (e.g. decided before inputs
+    were stored); left out of the counts.
+    """
+    elapsed_ms: _builtins.int
+    """Wall time of the simulation, milliseconds."""
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Transition]: ...
+    @_builtins.property
+    def code_changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CodeChange]: ...
+    @_builtins.property
+    def branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchSimulation]:
+        """The same per branch, sorted by branch id."""
+
+    def __init__(
+        self,
+        *,
+        active_version: _builtins.int = ...,
+        candidate_version: _builtins.int = ...,
+        total: _builtins.int = ...,
+        changed: _builtins.int = ...,
+        transitions: _abc.Iterable[Global___Transition] | None = ...,
+        code_changes: _abc.Iterable[Global___CodeChange] | None = ...,
+        branches: _abc.Iterable[Global___BranchSimulation] | None = ...,
+        skipped: _builtins.int = ...,
+        elapsed_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "branches", b"branches", "candidate_version", b"candidate_version", "changed", b"changed", "code_changes", b"code_changes", "elapsed_ms", b"elapsed_ms", "skipped", b"skipped", "total", b"total", "transitions", b"transitions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PopulationSimulation: _TypeAlias = PopulationSimulation  # noqa: Y015
+
+@_typing.final
+class SimulationProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATED_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    evaluated: _builtins.int
+    """Items evaluated so far, of total."""
+    total: _builtins.int
+    done: _builtins.bool
+    """True on the last message, which carries the result."""
+    @_builtins.property
+    def result(self) -> Global___PopulationSimulation: ...
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimulatedItem]:
+        """With include_changes: changed items, in messages before the last."""
+
+    def __init__(
+        self,
+        *,
+        evaluated: _builtins.int = ...,
+        total: _builtins.int = ...,
+        done: _builtins.bool = ...,
+        result: Global___PopulationSimulation | None = ...,
+        changes: _abc.Iterable[Global___SimulatedItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "done", b"done", "evaluated", b"evaluated", "result", b"result", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulationProgress: _TypeAlias = SimulationProgress  # noqa: Y015
+
+@_typing.final
+class RequestReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    """A DRAFT version."""
+    comment: _builtins.str
+    request_id: _builtins.str
+    """Idempotency key: the same request_id returns the first release."""
+    @_builtins.property
+    def effective_from(self) -> _timestamp_pb2.Timestamp:
+        """When the version takes effect; empty = on approval."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        effective_from: _timestamp_pb2.Timestamp | None = ...,
+        comment: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "effective_from", b"effective_from", "name", b"name", "request_id", b"request_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestReleaseRequest: _TypeAlias = RequestReleaseRequest  # noqa: Y015
+
+@_typing.final
+class Release(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    DECISION_COMMENT_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    ACTIVATED_AT_FIELD_NUMBER: _builtins.int
+    release_id: _builtins.str
+    name: _builtins.str
+    version: _builtins.int
+    status: Global___ReleaseStatus.ValueType
+    requested_by: _builtins.str
+    decided_by: _builtins.str
+    """Who approved, rejected or cancelled; empty while PENDING."""
+    comment: _builtins.str
+    decision_comment: _builtins.str
+    @_builtins.property
+    def effective_from(self) -> _timestamp_pb2.Timestamp:
+        """Empty = on approval."""
+
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def activated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the version took effect (ACTIVE)."""
+
+    def __init__(
+        self,
+        *,
+        release_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: Global___ReleaseStatus.ValueType = ...,
+        requested_by: _builtins.str = ...,
+        decided_by: _builtins.str = ...,
+        effective_from: _timestamp_pb2.Timestamp | None = ...,
+        comment: _builtins.str = ...,
+        decision_comment: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        activated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "decided_at", b"decided_at", "effective_from", b"effective_from", "requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "comment", b"comment", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision_comment", b"decision_comment", "effective_from", b"effective_from", "name", b"name", "release_id", b"release_id", "requested_at", b"requested_at", "requested_by", b"requested_by", "status", b"status", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Release: _TypeAlias = Release  # noqa: Y015
+
+@_typing.final
+class DecideReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_ID_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    release_id: _builtins.str
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        release_id: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "release_id", b"release_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideReleaseRequest: _TypeAlias = DecideReleaseRequest  # noqa: Y015
+
+@_typing.final
+class ListReleasesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Only this ruleset; empty = every ruleset served here."""
+    status: Global___ReleaseStatus.ValueType
+    """Only this status; unspecified = all."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        status: Global___ReleaseStatus.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReleasesRequest: _TypeAlias = ListReleasesRequest  # noqa: Y015
+
+@_typing.final
+class ListReleasesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___Release]:
+        """Newest request first."""
+
+    def __init__(
+        self,
+        *,
+        releases: _abc.Iterable[Global___Release] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "releases", b"releases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReleasesResponse: _TypeAlias = ListReleasesResponse  # noqa: Y015
+
+@_typing.final
+class SetReleasePolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FOUR_EYES_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    four_eyes: _builtins.bool
+    comment: _builtins.str
+    """Why (required: it goes on the audit trail)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        four_eyes: _builtins.bool = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "four_eyes", b"four_eyes", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetReleasePolicyRequest: _TypeAlias = SetReleasePolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetReleasePolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FOUR_EYES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    four_eyes: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        four_eyes: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["four_eyes", b"four_eyes", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetReleasePolicyResponse: _TypeAlias = SetReleasePolicyResponse  # noqa: Y015

@@ -80,6 +80,36 @@ class RuleStoreServiceStub:
                 request_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListRulesetsRequest.SerializeToString,
                 response_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListRulesetsResponse.FromString,
                 _registered_method=True)
+        self.SimulatePopulation = channel.unary_stream(
+                '/kequn.rules.v1.RuleStoreService/SimulatePopulation',
+                request_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SimulatePopulationRequest.SerializeToString,
+                response_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SimulationProgress.FromString,
+                _registered_method=True)
+        self.RequestRelease = channel.unary_unary(
+                '/kequn.rules.v1.RuleStoreService/RequestRelease',
+                request_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.RequestReleaseRequest.SerializeToString,
+                response_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.Release.FromString,
+                _registered_method=True)
+        self.ApproveRelease = channel.unary_unary(
+                '/kequn.rules.v1.RuleStoreService/ApproveRelease',
+                request_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.DecideReleaseRequest.SerializeToString,
+                response_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.Release.FromString,
+                _registered_method=True)
+        self.RejectRelease = channel.unary_unary(
+                '/kequn.rules.v1.RuleStoreService/RejectRelease',
+                request_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.DecideReleaseRequest.SerializeToString,
+                response_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.Release.FromString,
+                _registered_method=True)
+        self.ListReleases = channel.unary_unary(
+                '/kequn.rules.v1.RuleStoreService/ListReleases',
+                request_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesRequest.SerializeToString,
+                response_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesResponse.FromString,
+                _registered_method=True)
+        self.SetReleasePolicy = channel.unary_unary(
+                '/kequn.rules.v1.RuleStoreService/SetReleasePolicy',
+                request_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyRequest.SerializeToString,
+                response_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyResponse.FromString,
+                _registered_method=True)
 
 
 class RuleStoreServiceServicer:
@@ -153,6 +183,59 @@ class RuleStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimulatePopulation(self, request, context):
+        """The candidate version against the service's whole stored population
+        (tiering: every customer's latest snapshot): progress messages, then one
+        with done = true and the result (migration matrix per outcome, by
+        branch, groups gained and lost, example ids). Writes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestRelease(self, request, context):
+        """Four eyes (DOMAIN.md §7): asks for a DRAFT version to become active on
+        approval or at effective_from. The requester is the principal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveRelease(self, request, context):
+        """A second rule owner approves: not the requester, not the version's
+        author (PERMISSION_DENIED, reason SELF_APPROVAL). Without effective_from
+        the version is active at once; with it, every replica switches at that
+        instant. effective_from must be at least the store's lead time away
+        (FAILED_PRECONDITION, EFFECTIVE_FROM_TOO_SOON).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectRelease(self, request, context):
+        """PENDING -> REJECTED. On an APPROVED release not yet in force it cancels
+        it (-> CANCELLED), up to the lead time before effective_from
+        (FAILED_PRECONDITION, TOO_LATE_TO_CANCEL, later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReleases(self, request, context):
+        """Releases of the rulesets served here, newest request first; paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetReleasePolicy(self, request, context):
+        """Sets one ruleset's release policy (four eyes or not), overriding its
+        kind's default; on the audit trail. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuleStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +283,36 @@ def add_RuleStoreServiceServicer_to_server(servicer, server):
                     servicer.ListRulesets,
                     request_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListRulesetsRequest.FromString,
                     response_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListRulesetsResponse.SerializeToString,
+            ),
+            'SimulatePopulation': grpc.unary_stream_rpc_method_handler(
+                    servicer.SimulatePopulation,
+                    request_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SimulatePopulationRequest.FromString,
+                    response_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SimulationProgress.SerializeToString,
+            ),
+            'RequestRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestRelease,
+                    request_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.RequestReleaseRequest.FromString,
+                    response_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.Release.SerializeToString,
+            ),
+            'ApproveRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveRelease,
+                    request_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.DecideReleaseRequest.FromString,
+                    response_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.Release.SerializeToString,
+            ),
+            'RejectRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectRelease,
+                    request_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.DecideReleaseRequest.FromString,
+                    response_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.Release.SerializeToString,
+            ),
+            'ListReleases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReleases,
+                    request_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesRequest.FromString,
+                    response_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesResponse.SerializeToString,
+            ),
+            'SetReleasePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReleasePolicy,
+                    request_deserializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyRequest.FromString,
+                    response_serializer=kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +559,168 @@ class RuleStoreService:
             '/kequn.rules.v1.RuleStoreService/ListRulesets',
             kequn_dot_rules_dot_v1_dot_rules__pb2.ListRulesetsRequest.SerializeToString,
             kequn_dot_rules_dot_v1_dot_rules__pb2.ListRulesetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimulatePopulation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kequn.rules.v1.RuleStoreService/SimulatePopulation',
+            kequn_dot_rules_dot_v1_dot_rules__pb2.SimulatePopulationRequest.SerializeToString,
+            kequn_dot_rules_dot_v1_dot_rules__pb2.SimulationProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.rules.v1.RuleStoreService/RequestRelease',
+            kequn_dot_rules_dot_v1_dot_rules__pb2.RequestReleaseRequest.SerializeToString,
+            kequn_dot_rules_dot_v1_dot_rules__pb2.Release.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.rules.v1.RuleStoreService/ApproveRelease',
+            kequn_dot_rules_dot_v1_dot_rules__pb2.DecideReleaseRequest.SerializeToString,
+            kequn_dot_rules_dot_v1_dot_rules__pb2.Release.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.rules.v1.RuleStoreService/RejectRelease',
+            kequn_dot_rules_dot_v1_dot_rules__pb2.DecideReleaseRequest.SerializeToString,
+            kequn_dot_rules_dot_v1_dot_rules__pb2.Release.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReleases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.rules.v1.RuleStoreService/ListReleases',
+            kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesRequest.SerializeToString,
+            kequn_dot_rules_dot_v1_dot_rules__pb2.ListReleasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReleasePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.rules.v1.RuleStoreService/SetReleasePolicy',
+            kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyRequest.SerializeToString,
+            kequn_dot_rules_dot_v1_dot_rules__pb2.SetReleasePolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,34 @@ class RuleStoreServiceStub:
     """The versions of one ruleset, newest first; paged."""
     ListRulesets: _grpc.UnaryUnaryMultiCallable[_rules_pb2.ListRulesetsRequest, _rules_pb2.ListRulesetsResponse]
     """The ruleset names (optionally of one kind) with their active version; paged."""
+    SimulatePopulation: _grpc.UnaryStreamMultiCallable[_rules_pb2.SimulatePopulationRequest, _rules_pb2.SimulationProgress]
+    """The candidate version against the service's whole stored population
+    (tiering: every customer's latest snapshot): progress messages, then one
+    with done = true and the result (migration matrix per outcome, by
+    branch, groups gained and lost, example ids). Writes nothing.
+    """
+    RequestRelease: _grpc.UnaryUnaryMultiCallable[_rules_pb2.RequestReleaseRequest, _rules_pb2.Release]
+    """Four eyes (DOMAIN.md §7): asks for a DRAFT version to become active on
+    approval or at effective_from. The requester is the principal.
+    """
+    ApproveRelease: _grpc.UnaryUnaryMultiCallable[_rules_pb2.DecideReleaseRequest, _rules_pb2.Release]
+    """A second rule owner approves: not the requester, not the version's
+    author (PERMISSION_DENIED, reason SELF_APPROVAL). Without effective_from
+    the version is active at once; with it, every replica switches at that
+    instant. effective_from must be at least the store's lead time away
+    (FAILED_PRECONDITION, EFFECTIVE_FROM_TOO_SOON).
+    """
+    RejectRelease: _grpc.UnaryUnaryMultiCallable[_rules_pb2.DecideReleaseRequest, _rules_pb2.Release]
+    """PENDING -> REJECTED. On an APPROVED release not yet in force it cancels
+    it (-> CANCELLED), up to the lead time before effective_from
+    (FAILED_PRECONDITION, TOO_LATE_TO_CANCEL, later).
+    """
+    ListReleases: _grpc.UnaryUnaryMultiCallable[_rules_pb2.ListReleasesRequest, _rules_pb2.ListReleasesResponse]
+    """Releases of the rulesets served here, newest request first; paged."""
+    SetReleasePolicy: _grpc.UnaryUnaryMultiCallable[_rules_pb2.SetReleasePolicyRequest, _rules_pb2.SetReleasePolicyResponse]
+    """Sets one ruleset's release policy (four eyes or not), overriding its
+    kind's default; on the audit trail. Admin only.
+    """
 
 @_typing.type_check_only
 class RuleStoreServiceAsyncStub(RuleStoreServiceStub):
@@ -100,6 +128,34 @@ class RuleStoreServiceAsyncStub(RuleStoreServiceStub):
     """The versions of one ruleset, newest first; paged."""
     ListRulesets: _aio.UnaryUnaryMultiCallable[_rules_pb2.ListRulesetsRequest, _rules_pb2.ListRulesetsResponse]  # type: ignore[assignment]
     """The ruleset names (optionally of one kind) with their active version; paged."""
+    SimulatePopulation: _aio.UnaryStreamMultiCallable[_rules_pb2.SimulatePopulationRequest, _rules_pb2.SimulationProgress]  # type: ignore[assignment]
+    """The candidate version against the service's whole stored population
+    (tiering: every customer's latest snapshot): progress messages, then one
+    with done = true and the result (migration matrix per outcome, by
+    branch, groups gained and lost, example ids). Writes nothing.
+    """
+    RequestRelease: _aio.UnaryUnaryMultiCallable[_rules_pb2.RequestReleaseRequest, _rules_pb2.Release]  # type: ignore[assignment]
+    """Four eyes (DOMAIN.md §7): asks for a DRAFT version to become active on
+    approval or at effective_from. The requester is the principal.
+    """
+    ApproveRelease: _aio.UnaryUnaryMultiCallable[_rules_pb2.DecideReleaseRequest, _rules_pb2.Release]  # type: ignore[assignment]
+    """A second rule owner approves: not the requester, not the version's
+    author (PERMISSION_DENIED, reason SELF_APPROVAL). Without effective_from
+    the version is active at once; with it, every replica switches at that
+    instant. effective_from must be at least the store's lead time away
+    (FAILED_PRECONDITION, EFFECTIVE_FROM_TOO_SOON).
+    """
+    RejectRelease: _aio.UnaryUnaryMultiCallable[_rules_pb2.DecideReleaseRequest, _rules_pb2.Release]  # type: ignore[assignment]
+    """PENDING -> REJECTED. On an APPROVED release not yet in force it cancels
+    it (-> CANCELLED), up to the lead time before effective_from
+    (FAILED_PRECONDITION, TOO_LATE_TO_CANCEL, later).
+    """
+    ListReleases: _aio.UnaryUnaryMultiCallable[_rules_pb2.ListReleasesRequest, _rules_pb2.ListReleasesResponse]  # type: ignore[assignment]
+    """Releases of the rulesets served here, newest request first; paged."""
+    SetReleasePolicy: _aio.UnaryUnaryMultiCallable[_rules_pb2.SetReleasePolicyRequest, _rules_pb2.SetReleasePolicyResponse]  # type: ignore[assignment]
+    """Sets one ruleset's release policy (four eyes or not), overriding its
+    kind's default; on the audit trail. Admin only.
+    """
 
 class RuleStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     """RuleStoreService manages ruleset versions and their life cycle."""
@@ -183,5 +239,69 @@ class RuleStoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rules_pb2.ListRulesetsResponse, _abc.Awaitable[_rules_pb2.ListRulesetsResponse]]:
         """The ruleset names (optionally of one kind) with their active version; paged."""
+
+    @_abc_1.abstractmethod
+    def SimulatePopulation(
+        self,
+        request: _rules_pb2.SimulatePopulationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_rules_pb2.SimulationProgress], _abc.AsyncIterator[_rules_pb2.SimulationProgress]]:
+        """The candidate version against the service's whole stored population
+        (tiering: every customer's latest snapshot): progress messages, then one
+        with done = true and the result (migration matrix per outcome, by
+        branch, groups gained and lost, example ids). Writes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def RequestRelease(
+        self,
+        request: _rules_pb2.RequestReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rules_pb2.Release, _abc.Awaitable[_rules_pb2.Release]]:
+        """Four eyes (DOMAIN.md §7): asks for a DRAFT version to become active on
+        approval or at effective_from. The requester is the principal.
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveRelease(
+        self,
+        request: _rules_pb2.DecideReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rules_pb2.Release, _abc.Awaitable[_rules_pb2.Release]]:
+        """A second rule owner approves: not the requester, not the version's
+        author (PERMISSION_DENIED, reason SELF_APPROVAL). Without effective_from
+        the version is active at once; with it, every replica switches at that
+        instant. effective_from must be at least the store's lead time away
+        (FAILED_PRECONDITION, EFFECTIVE_FROM_TOO_SOON).
+        """
+
+    @_abc_1.abstractmethod
+    def RejectRelease(
+        self,
+        request: _rules_pb2.DecideReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rules_pb2.Release, _abc.Awaitable[_rules_pb2.Release]]:
+        """PENDING -> REJECTED. On an APPROVED release not yet in force it cancels
+        it (-> CANCELLED), up to the lead time before effective_from
+        (FAILED_PRECONDITION, TOO_LATE_TO_CANCEL, later).
+        """
+
+    @_abc_1.abstractmethod
+    def ListReleases(
+        self,
+        request: _rules_pb2.ListReleasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rules_pb2.ListReleasesResponse, _abc.Awaitable[_rules_pb2.ListReleasesResponse]]:
+        """Releases of the rulesets served here, newest request first; paged."""
+
+    @_abc_1.abstractmethod
+    def SetReleasePolicy(
+        self,
+        request: _rules_pb2.SetReleasePolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rules_pb2.SetReleasePolicyResponse, _abc.Awaitable[_rules_pb2.SetReleasePolicyResponse]]:
+        """Sets one ruleset's release policy (four eyes or not), overriding its
+        kind's default; on the audit trail. Admin only.
+        """
 
 def add_RuleStoreServiceServicer_to_server(servicer: RuleStoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -644,3 +644,140 @@ class WatchTierChangesRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchTierChangesRequest: _TypeAlias = WatchTierChangesRequest  # noqa: Y015
+
+@_typing.final
+class ExplainDecisionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainDecisionRequest: _TypeAlias = ExplainDecisionRequest  # noqa: Y015
+
+@_typing.final
+class ExplainedRule(_message.Message):
+    """One rule that fired in an explained decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    RULESET_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    ruleset: _builtins.str
+    version: _builtins.int
+    description: _builtins.str
+    """The rule's description in its ruleset (for a band: the range and value)."""
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        ruleset: _builtins.str = ...,
+        version: _builtins.int = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "rule_id", b"rule_id", "ruleset", b"ruleset", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainedRule: _TypeAlias = ExplainedRule  # noqa: Y015
+
+@_typing.final
+class DecisionExplanation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class GroupKeysEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    FIRED_RULES_FIELD_NUMBER: _builtins.int
+    REPRODUCED_FIELD_NUMBER: _builtins.int
+    RULESETS_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_TIER_FIELD_NUMBER: _builtins.int
+    PREVIOUS_BELOW_COUNT_FIELD_NUMBER: _builtins.int
+    GROUP_KEYS_FIELD_NUMBER: _builtins.int
+    reproduced: _builtins.bool
+    """Re-evaluating the snapshot with the same versions (and the customer's
+    state before the decision) gives the same decision.
+    """
+    difference: _builtins.str
+    """When not reproduced: what differs, in words."""
+    previous_tier: _builtins.str
+    """The customer's tier before this decision (empty if it was the first),
+    and the evaluations already counted below it (downgrade grace).
+    """
+    previous_below_count: _builtins.int
+    @_builtins.property
+    def decision(self) -> Global___TierDecision:
+        """The decision as stored."""
+
+    @_builtins.property
+    def snapshot(self) -> Global___CustomerSnapshot:
+        """The input as evaluated (as_of filled in as it was)."""
+
+    @_builtins.property
+    def fired_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExplainedRule]:
+        """Every rule that fired, tier scheme first, with descriptions."""
+
+    @_builtins.property
+    def rulesets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.RulesetRef]:
+        """The tier scheme and groups versions that decided."""
+
+    @_builtins.property
+    def group_keys(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The group keys the decision gave (as in TierChange.group_keys), as
+        re-evaluated; reproduced also means they equal the stored ones.
+        """
+
+    def __init__(
+        self,
+        *,
+        decision: Global___TierDecision | None = ...,
+        snapshot: Global___CustomerSnapshot | None = ...,
+        fired_rules: _abc.Iterable[Global___ExplainedRule] | None = ...,
+        reproduced: _builtins.bool = ...,
+        rulesets: _abc.Iterable[_common_pb2.RulesetRef] | None = ...,
+        difference: _builtins.str = ...,
+        previous_tier: _builtins.str = ...,
+        previous_below_count: _builtins.int = ...,
+        group_keys: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "difference", b"difference", "fired_rules", b"fired_rules", "group_keys", b"group_keys", "previous_below_count", b"previous_below_count", "previous_tier", b"previous_tier", "reproduced", b"reproduced", "rulesets", b"rulesets", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionExplanation: _TypeAlias = DecisionExplanation  # noqa: Y015

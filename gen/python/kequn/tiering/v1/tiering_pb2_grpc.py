@@ -65,6 +65,11 @@ class TieringServiceStub:
                 request_serializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.WatchTierChangesRequest.SerializeToString,
                 response_deserializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.TierChange.FromString,
                 _registered_method=True)
+        self.ExplainDecision = channel.unary_unary(
+                '/kequn.tiering.v1.TieringService/ExplainDecision',
+                request_serializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.ExplainDecisionRequest.SerializeToString,
+                response_deserializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.DecisionExplanation.FromString,
+                _registered_method=True)
 
 
 class TieringServiceServicer:
@@ -122,6 +127,17 @@ class TieringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainDecision(self, request, context):
+        """Any stored decision, explained: the input it saw, the ruleset versions,
+        the rules that fired (with their descriptions), and whether evaluating
+        that input again with the same versions gives the same answer
+        (NOT_FOUND for an unknown decision_id; FAILED_PRECONDITION,
+        INPUT_NOT_STORED, for a decision stored before inputs were kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TieringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +170,11 @@ def add_TieringServiceServicer_to_server(servicer, server):
                     servicer.WatchTierChanges,
                     request_deserializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.WatchTierChangesRequest.FromString,
                     response_serializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.TierChange.SerializeToString,
+            ),
+            'ExplainDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainDecision,
+                    request_deserializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.ExplainDecisionRequest.FromString,
+                    response_serializer=kequn_dot_tiering_dot_v1_dot_tiering__pb2.DecisionExplanation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -319,6 +340,33 @@ class TieringService:
             '/kequn.tiering.v1.TieringService/WatchTierChanges',
             kequn_dot_tiering_dot_v1_dot_tiering__pb2.WatchTierChangesRequest.SerializeToString,
             kequn_dot_tiering_dot_v1_dot_tiering__pb2.TierChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kequn.tiering.v1.TieringService/ExplainDecision',
+            kequn_dot_tiering_dot_v1_dot_tiering__pb2.ExplainDecisionRequest.SerializeToString,
+            kequn_dot_tiering_dot_v1_dot_tiering__pb2.DecisionExplanation.FromString,
             options,
             channel_credentials,
             insecure,

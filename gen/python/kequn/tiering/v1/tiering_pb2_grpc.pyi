@@ -65,6 +65,13 @@ class TieringServiceStub:
     oldest first, then new ones as they happen. Resume with the last cursor
     seen.
     """
+    ExplainDecision: _grpc.UnaryUnaryMultiCallable[_tiering_pb2.ExplainDecisionRequest, _tiering_pb2.DecisionExplanation]
+    """Any stored decision, explained: the input it saw, the ruleset versions,
+    the rules that fired (with their descriptions), and whether evaluating
+    that input again with the same versions gives the same answer
+    (NOT_FOUND for an unknown decision_id; FAILED_PRECONDITION,
+    INPUT_NOT_STORED, for a decision stored before inputs were kept).
+    """
 
 @_typing.type_check_only
 class TieringServiceAsyncStub(TieringServiceStub):
@@ -95,6 +102,13 @@ class TieringServiceAsyncStub(TieringServiceStub):
     """The change feed as a stream: every change with cursor > after_cursor,
     oldest first, then new ones as they happen. Resume with the last cursor
     seen.
+    """
+    ExplainDecision: _aio.UnaryUnaryMultiCallable[_tiering_pb2.ExplainDecisionRequest, _tiering_pb2.DecisionExplanation]  # type: ignore[assignment]
+    """Any stored decision, explained: the input it saw, the ruleset versions,
+    the rules that fired (with their descriptions), and whether evaluating
+    that input again with the same versions gives the same answer
+    (NOT_FOUND for an unknown decision_id; FAILED_PRECONDITION,
+    INPUT_NOT_STORED, for a decision stored before inputs were kept).
     """
 
 class TieringServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -159,6 +173,19 @@ class TieringServiceServicer(metaclass=_abc_1.ABCMeta):
         """The change feed as a stream: every change with cursor > after_cursor,
         oldest first, then new ones as they happen. Resume with the last cursor
         seen.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainDecision(
+        self,
+        request: _tiering_pb2.ExplainDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tiering_pb2.DecisionExplanation, _abc.Awaitable[_tiering_pb2.DecisionExplanation]]:
+        """Any stored decision, explained: the input it saw, the ruleset versions,
+        the rules that fired (with their descriptions), and whether evaluating
+        that input again with the same versions gives the same answer
+        (NOT_FOUND for an unknown decision_id; FAILED_PRECONDITION,
+        INPUT_NOT_STORED, for a decision stored before inputs were kept).
         """
 
 def add_TieringServiceServicer_to_server(servicer: TieringServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
