@@ -32,7 +32,7 @@ def profile_from_decision(decision: tiering_pb2.TierDecision, fetched_at: dateti
     return Profile(
         customer_id=decision.customer_id, tier=decision.tier, segments=tuple(decision.segments),
         flags=tuple(decision.flags), next_tier=decision.next_tier.tier, next_tier_gap_fen=decision.next_tier.gap_fen,
-        fetched_at=fetched_at)
+        fetched_at=fetched_at, group_keys=tuple(sorted(decision.group_keys.items())))
 
 
 class TieringProfiles:

@@ -334,7 +334,8 @@ class TieringService:
                                     feed_worthy(decision, before, keys), r.origin or origin,
                                     traceparent=traceparent if r.traceparent is None else r.traceparent)
                 if r.dry_run:
-                    results[i] = Outcome(s.customer_id, True, StoredDecision(decision, item.decision_id, now, 0))
+                    results[i] = Outcome(s.customer_id, True,
+                                         StoredDecision(decision, item.decision_id, now, 0, keys))
                     continue
                 states[s.customer_id] = after
                 writes.append(item)
@@ -358,7 +359,8 @@ class TieringService:
             result = results[i]
             if isinstance(result, PendingWrite):  # stored now: its cursor is known after the write
                 result = Outcome(r.snapshot.customer_id, False,
-                                 StoredDecision(result.decision, result.decision_id, now, result.cursor))
+                                 StoredDecision(result.decision, result.decision_id, now, result.cursor,
+                                                result.after.group_keys))
             outcomes.append(result)
         return outcomes
 
