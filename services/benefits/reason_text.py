@@ -33,6 +33,7 @@ CONTEXT_KEYS = ("tier", "groups")
 _KEY = r"[A-Za-z][A-Za-z0-9_]{0,63}"
 _TOKEN = re.compile(r"\{(" + _KEY + r")\}|[\[\]{}]")
 _DROPPED = frozenset("{}[]")
+_HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn"))  # control, format (bidi, zero-width), surrogate, private, unassigned
 _SPACES = re.compile(r" {2,}")  # where a dropped part leaves two spaces
 
 # A compiled template: a tuple of parts; a part is (optional, pieces), a piece
@@ -94,10 +95,10 @@ def problems(text: str) -> list[str]:
 
 def clean_value(value: object) -> str:
     """A key's value as it may appear in a text: no control or format
-    characters (newlines, bidi overrides, zero-width), no braces or brackets,
-    trimmed and bounded."""
-    text = "".join(ch for ch in str(value) if ch not in _DROPPED
-                   and unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+    characters (bidi overrides, zero-width), no braces or brackets, any run
+    of whitespace (newlines too) one space, trimmed and bounded."""
+    text = "".join(" " if ch.isspace() else ch for ch in str(value)
+                   if ch not in _DROPPED and (ch.isspace() or unicodedata.category(ch) not in _HIDDEN))
     return " ".join(text.split())[:MAX_VALUE_CHARS].strip()
 
 
