@@ -1,6 +1,7 @@
-"""Where benefits learns a customer's tier, groups and flags: the tiering
-service over gRPC (GetCustomerTier), behind a small port so tests can pass a
-fake. Never tiering's tables.
+"""Where benefits learns a customer's tier, groups, flags and group keys
+(employer, market: reason texts name them): the tiering service over gRPC
+(GetCustomerTier), behind a small port so tests can pass a fake. Never
+tiering's tables.
 
 While tiering is down, the last profile fetched is used if it is no older than
 the ruleset's `profile_max_staleness_seconds`; otherwise UNAVAILABLE.
