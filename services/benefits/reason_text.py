@@ -28,7 +28,6 @@ from typing import Mapping
 
 MAX_VALUE_CHARS = 64     # one key's value in a text (ids and names, not essays)
 MAX_TEXT_CHARS = 300     # one rendered reason text
-CONTEXT_KEYS = ("tier", "groups")
 
 _KEY = r"[A-Za-z][A-Za-z0-9_]{0,63}"
 _TOKEN = re.compile(r"\{(" + _KEY + r")\}|[\[\]{}]")
@@ -113,24 +112,14 @@ def render(text: str, values: Mapping[str, str]) -> str:
     cleaned: clean_values) or dropped. Never leaves a brace or a bracket."""
     out: list[str] = []
     for optional, pieces in compile_template(text):
-        words = []
-        for kind, piece in pieces:
-            if kind == "text":
-                words.append(piece)
-                continue
-            value = values.get(piece)
-            if not value:
-                words = None
-                break
-            words.append(value)
-        if words is None:
-            if not optional:  # a bare placeholder that slipped past validation: drop just it
-                words = [piece if kind == "text" else values.get(piece, "") for kind, piece in pieces]
-            else:
-                continue
-        out.append("".join(words))
+        keys = [piece for kind, piece in pieces if kind == "key"]
+        if optional and not all(values.get(k) for k in keys):
+            continue  # a key is not known: the whole part goes
+        # (outside a part, a key validation let through is filled or dropped alone)
+        out.extend(piece if kind == "text" else values.get(piece, "") for kind, piece in pieces)
     return bound(_SPACES.sub(" ", "".join(out)).strip())
 
 
 def bound(text: str) -> str:
+    """At most MAX_TEXT_CHARS characters, an ellipsis marking a cut."""
     return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS - 1].rstrip() + "…"
