@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.common.errors import FailedPrecondition
 
+from . import reason_text
+
 BENEFIT_KINDS = ("EVENT", "SERVICE", "GIFT", "COUPON", "FEE_WAIVER", "POINTS_EXCHANGE")
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH", "QUARTER", "YEAR")
 CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -173,10 +175,20 @@ class Profile:
     next_tier: str = ""
     next_tier_gap_fen: int = 0
     fetched_at: datetime | None = None
+    # What the customer's groups are claimed by (TierDecision.group_keys),
+    # sorted pairs, e.g. (("payroll_employer_id", "E1"),): reason texts name them.
+    group_keys: tuple[tuple[str, str], ...] = ()
 
     def facts(self, tier: str | None = None) -> dict[str, Any]:
         """The input of the eligibility rules (optionally as if in `tier`)."""
         return {"tier": tier or self.tier, "segments": list(self.segments), "flags": list(self.flags)}
+
+    def text_values(self, tier: str | None = None) -> dict[str, str]:
+        """What a rule description's placeholders may name (reason_text):
+        the group keys, the tier the rules saw and the customer's groups,
+        cleaned for showing."""
+        return reason_text.clean_values({**dict(self.group_keys), "tier": tier or self.tier,
+                                         "groups": ", ".join(self.segments)})
 
 
 @dataclass(frozen=True)
@@ -189,14 +201,20 @@ class Grant:
 TEXT_SEPARATOR = " / "  # a rule's description: "中文 / English"
 
 
-def reason_texts(description: str, fallback: str = "") -> tuple[str, str]:
+def reason_texts(description: str, fallback: str = "",
+                 values: Mapping[str, str] | None = None) -> tuple[str, str]:
     """(English, Chinese) words of a rule's description "中文 / English"; a
-    description without the separator is used for both."""
+    description without the separator is used for both. Optional parts
+    naming keys (reason_text.render) are filled from ``values``
+    (Profile.text_values) or dropped."""
     text = (description or "").strip() or fallback
     zh, sep, en = text.partition(TEXT_SEPARATOR)
+    values = values or {}
     if not sep:
-        return text, text
-    return en.strip() or zh.strip(), zh.strip() or en.strip()
+        words = reason_text.render(text, values)
+        return words, words
+    en, zh = reason_text.render(en, values), reason_text.render(zh, values)
+    return en or zh, zh or en
 
 
 def benefits_by_rule(catalog: Mapping[str, BenefitDefinition]) -> dict[str, list[str]]:
@@ -446,6 +464,7 @@ def build_entitlements(
     today = calendar.local_date(now)
     stock = stock or {}
     shown: list[Entitlement] = []
+    values = values_next = None  # built once, when a text needs them
     for benefit_id, definition in catalog.items():
         if not definition.active or not in_validity(definition, today):
             continue
@@ -454,7 +473,9 @@ def build_entitlements(
         grant = granted.get(benefit_id)
         if grant is not None:
             u = usage.get(benefit_id, Usage())
-            en, zh = reason_texts(grant.description, grant.rule_id)
+            if values is None:
+                values = profile.text_values()
+            en, zh = reason_texts(grant.description, grant.rule_id, values)
             shown.append(Entitlement(
                 benefit_id, definition.name, definition.kind, grant.rule_id,
                 en, remaining(definition, u), definition.valid_until,
@@ -462,8 +483,10 @@ def build_entitlements(
                 reason_text=en, reason_text_zh=zh, **policy))
         elif include_locked and profile.next_tier and benefit_id in granted_at_next_tier:
             grant = granted_at_next_tier[benefit_id]
-            en, zh = reason_texts(grant.description, grant.rule_id)
             tier = profile.next_tier
+            if values_next is None:
+                values_next = profile.text_values(tier)  # the rules saw the customer at that tier
+            en, zh = reason_texts(grant.description, grant.rule_id, values_next)
             shown.append(Entitlement(
                 benefit_id, definition.name, definition.kind, grant.rule_id,
                 f"unlocked at {tier}", 0, definition.valid_until, definition.points_cost,

@@ -1,6 +1,7 @@
-"""Where benefits learns a customer's tier, groups and flags: the tiering
-service over gRPC (GetCustomerTier), behind a small port so tests can pass a
-fake. Never tiering's tables.
+"""Where benefits learns a customer's tier, groups, flags and group keys
+(employer, market: reason texts name them): the tiering service over gRPC
+(GetCustomerTier), behind a small port so tests can pass a fake. Never
+tiering's tables.
 
 While tiering is down, the last profile fetched is used if it is no older than
 the ruleset's `profile_max_staleness_seconds`; otherwise UNAVAILABLE.
@@ -32,7 +33,7 @@ def profile_from_decision(decision: tiering_pb2.TierDecision, fetched_at: dateti
     return Profile(
         customer_id=decision.customer_id, tier=decision.tier, segments=tuple(decision.segments),
         flags=tuple(decision.flags), next_tier=decision.next_tier.tier, next_tier_gap_fen=decision.next_tier.gap_fen,
-        fetched_at=fetched_at)
+        fetched_at=fetched_at, group_keys=tuple(sorted(decision.group_keys.items())))
 
 
 class TieringProfiles:

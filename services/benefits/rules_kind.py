@@ -5,6 +5,7 @@ from typing import Iterable, Mapping
 
 from services.rules.kinds import INT, STRING, STRING_LIST, KindSpec, Problem
 
+from . import reason_text
 from .domain import Calendar, parse_catalog
 
 CATALOG_RULESET = "benefits.catalog"
@@ -25,6 +26,10 @@ def check_catalog(raw: Mapping) -> Iterable[Problem]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             problems.append(Problem(f"parameters.{key}", "a whole number of seconds ≥ 0"))
     for i, rule in enumerate(raw.get("rules") or ()):
+        # The description is shown to the customer: a placeholder that could
+        # stay unfilled would show raw braces.
+        for message in reason_text.problems(str(rule.get("description") or "")):
+            problems.append(Problem(f"rules[{i}].description", message))
         listed = (rule.get("then") or {}).get("benefits")
         if not isinstance(listed, list):
             problems.append(Problem(f"rules[{i}].then.benefits", "a list of benefit ids"))

@@ -82,6 +82,7 @@ def decision_to_proto(stored: StoredDecision, dry_run: bool = False,
         next_tier=tiering_pb2.NextTier(tier=d.next_tier, gap_fen=d.gap_fen),
         downgrade_pending=d.downgrade_pending, ruleset=ruleset, fired_rules=fired,
         decision_id=stored.decision_id, decided_at=decided_at, cursor=stored.cursor, dry_run=dry_run, as_of=d.as_of,
+        group_keys=dict(stored.group_keys),
     )
 
 

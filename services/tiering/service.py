@@ -336,7 +336,8 @@ class TieringService:
                                     traceparent=traceparent if r.traceparent is None else r.traceparent,
                                     groups=(groups.name, groups.version))
                 if r.dry_run:
-                    results[i] = Outcome(s.customer_id, True, StoredDecision(decision, item.decision_id, now, 0))
+                    results[i] = Outcome(s.customer_id, True,
+                                         StoredDecision(decision, item.decision_id, now, 0, keys))
                     continue
                 states[s.customer_id] = after
                 writes.append(item)
@@ -360,7 +361,8 @@ class TieringService:
             result = results[i]
             if isinstance(result, PendingWrite):  # stored now: its cursor is known after the write
                 result = Outcome(r.snapshot.customer_id, False,
-                                 StoredDecision(result.decision, result.decision_id, now, result.cursor))
+                                 StoredDecision(result.decision, result.decision_id, now, result.cursor,
+                                                result.after.group_keys))
             outcomes.append(result)
         return outcomes
 

@@ -113,6 +113,9 @@ class StoredDecision:
     decision_id: str
     decided_at: dt.datetime
     cursor: int
+    # TierDecision.group_keys: the customer's current keys (reads) or the
+    # evaluated snapshot's (evaluations); () when not known (a replay).
+    group_keys: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def _decision_from_row(row) -> StoredDecision:
+def _decision_from_row(row, group_keys: str | None = None) -> StoredDecision:
     d = Decision(
         customer_id=row.customer_id, as_of=row.as_of, tier=row.tier, previous_tier=row.previous_tier,
         change=row.change, segments=_codes(row.segments), flags=_codes(row.flags),
@@ -193,11 +196,15 @@ def _decision_from_row(row) -> StoredDecision:
         downgrade_pending=row.downgrade_pending, ruleset=row.ruleset, ruleset_version=row.ruleset_version,
         fired=tuple(tuple(f) for f in json.loads(row.fired)),
     )
-    return StoredDecision(d, row.decision_id, _aware(row.decided_at), row.cursor)
+    return StoredDecision(d, row.decision_id, _aware(row.decided_at), row.cursor, _keys(group_keys))
 
 
-_LATEST_DECISION_SQL = ("SELECT " + ", ".join(c.name for c in decisions.columns)
-                        + " FROM tiering_decisions WHERE customer_id = %s ORDER BY seq DESC LIMIT 1")
+# The latest decision and, joined in the same statement, the group keys kept
+# with the customer's state (written in the same transaction as that decision).
+_LATEST_DECISION_SQL = ("SELECT " + ", ".join(f"d.{c.name}" for c in decisions.columns)
+                        + ", c.group_keys AS customer_group_keys FROM tiering_decisions d"
+                        " LEFT JOIN tiering_customers c ON c.customer_id = d.customer_id"
+                        " WHERE d.customer_id = %s ORDER BY d.seq DESC LIMIT 1")
 
 
 def latest_decision_pg(conn, customer_id: str) -> StoredDecision | None:
@@ -206,12 +213,13 @@ def latest_decision_pg(conn, customer_id: str) -> StoredDecision | None:
     makes for every customer it has no fresh profile for, and SQLAlchemy's
     statement caching, result processing and the transaction round trips
     were most of its cost. One statement, prepared by psycopg after a few
-    calls, one round trip."""
+    calls, one round trip; the customer's group keys come by a join in
+    that same statement."""
     from psycopg.rows import namedtuple_row
     with _driver_errors(), conn.connection.driver_connection.cursor(row_factory=namedtuple_row) as cur:
         cur.execute(_LATEST_DECISION_SQL, (customer_id,))
         row = cur.fetchone()
-    return _decision_from_row(row) if row else None
+    return _decision_from_row(row, row.customer_group_keys) if row else None
 
 
 def _change_from_row(row) -> Change:
@@ -280,9 +288,11 @@ class TieringRepository:
 
     def latest_decision(self, customer_id: str) -> StoredDecision | None:
         row = self.session.execute(
-            select(decisions).where(decisions.c.customer_id == customer_id)
+            select(decisions, customers.c.group_keys.label("customer_group_keys"))
+            .select_from(decisions.outerjoin(customers, customers.c.customer_id == decisions.c.customer_id))
+            .where(decisions.c.customer_id == customer_id)
             .order_by(decisions.c.seq.desc()).limit(1)).first()
-        return _decision_from_row(row) if row else None
+        return _decision_from_row(row, row.customer_group_keys) if row else None
 
     def changes(self, after_cursor: int, limit: int, customer_id: str = "") -> list[Change]:
         query = select(changes).where(changes.c.cursor > after_cursor)

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
 from services.common.client import dial
 from services.common.testing import dev_tokens, free_port, start_service_process
 
@@ -114,6 +115,17 @@ def eventually(check, timeout: float = 120.0, interval: float = 0.3):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def released(suite: "Suite", service: str, name: str, version: int, timeout: float = 30.0):
+    """Four eyes over gRPC: the development rule owner 1 asks for the release of
+    a version on `service`'s rule store, owner 2 approves it (active at once)."""
+    one, two = (rules_pb2_grpc.RuleStoreServiceStub(suite.channel(service, owner))
+                for owner in ("rule_owner_1", "rule_owner_2"))
+    asked = one.RequestRelease(rules_pb2.RequestReleaseRequest(name=name, version=version, comment="e2e"),
+                               timeout=timeout)
+    return two.ApproveRelease(rules_pb2.DecideReleaseRequest(release_id=asked.release_id, comment="ok"),
+                              timeout=timeout)
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:
     """The value of one sample in a Prometheus text exposition, or None."""

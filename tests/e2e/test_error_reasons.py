@@ -30,7 +30,7 @@ from kequn.tiering.v1 import tiering_pb2_grpc
 from sqlalchemy import text as sql
 
 from services.common.db import make_engine
-from tests.e2e.harness import Suite, suite_on_postgres
+from tests.e2e.harness import Suite, released, suite_on_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 T = 30  # call timeout, seconds
@@ -70,10 +70,8 @@ def _in(seconds: float) -> Timestamp:
 
 
 def _released(suite: Suite, name: str, version: int) -> rpb.Release:
-    """Four eyes: rule_owner_1 asks, rule_owner_2 approves (active at once)."""
-    one, two = _owners(suite)
-    asked = one.RequestRelease(rpb.RequestReleaseRequest(name=name, version=version, comment="e2e"), timeout=T)
-    return two.ApproveRelease(rpb.DecideReleaseRequest(release_id=asked.release_id, comment="ok"), timeout=T)
+    """Four eyes on scoring's rule store (see harness.released)."""
+    return released(suite, "scoring", name, version, timeout=T)
 
 
 def _snapshot(customer_id, fen, **fields):

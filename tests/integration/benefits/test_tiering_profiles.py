@@ -24,7 +24,8 @@ class StandIn(tiering_pb2_grpc.TieringServiceServicer):
         if request.customer_id == "NOBODY":
             context.abort(grpc.StatusCode.NOT_FOUND, "never evaluated")
         return tiering_pb2.TierDecision(customer_id=request.customer_id, tier=self.tier, segments=["PAYROLL"],
-                                        next_tier=tiering_pb2.NextTier(tier="WEALTH", gap_fen=42))
+                                        next_tier=tiering_pb2.NextTier(tier="WEALTH", gap_fen=42),
+                                        group_keys={"payroll_employer_id": "EMP-1"})
 
 
 class Clock:
@@ -53,6 +54,7 @@ def test_profile_comes_from_tiering_and_is_reused_within_the_cache_window(tierin
     profiles = TieringProfiles(channel, clock=clock, timeout_seconds=2)
     p = profiles.get("C1", cache_seconds=5, max_staleness_seconds=60)
     assert (p.tier, p.segments, p.next_tier, p.next_tier_gap_fen) == ("AFFLUENT", ("PAYROLL",), "WEALTH", 42)
+    assert p.group_keys == (("payroll_employer_id", "EMP-1"),)  # reason texts name the employer
     standin.tier = "WEALTH"
     assert profiles.get("C1", 5, 60).tier == "AFFLUENT" and standin.calls == 1
     clock.now += timedelta(seconds=6)

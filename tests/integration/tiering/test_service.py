@@ -174,3 +174,45 @@ def test_group_keys_travel_on_the_feed_and_a_new_employer_alone_is_a_change(harn
         {"payroll_employer_id": "EMP-1", "merchant_market_id": "MKT-7"},
         {"payroll_employer_id": "EMP-2", "merchant_market_id": "MKT-7"}]
     assert changes[1].segments == changes[0].segments and changes[1].to_tier == changes[0].to_tier
+
+
+def test_decisions_carry_the_group_keys_and_get_customer_tier_reads_them_in_its_one_statement(harness):
+    """TierDecision.group_keys: benefits names the employer or market from
+    GetCustomerTier, which reads them by a join (no second query)."""
+    first = ask(harness, annual_avg_aum_fen=30_000_000, payroll_employer_id="EMP-1", request_id="r-1",
+                attributes={"merchant_market_id": "MKT-7"})
+    keys = (("merchant_market_id", "MKT-7"), ("payroll_employer_id", "EMP-1"))
+    assert first.group_keys == keys and harness.service.get_customer_tier("C1").group_keys == keys
+    dry = ask(harness, as_of="2026-02-28", annual_avg_aum_fen=30_000_000, payroll_employer_id="EMP-2", dry_run=True)
+    assert dry.group_keys == (("payroll_employer_id", "EMP-2"),)            # the evaluated snapshot's keys
+    assert harness.service.get_customer_tier("C1").group_keys == keys         # a dry run stores nothing
+    assert ask(harness, annual_avg_aum_fen=30_000_000, request_id="r-1").group_keys == ()  # a replay: not known
+    # Another employer, nothing else: the read follows the stored state.
+    ask(harness, as_of="2026-03-31", annual_avg_aum_fen=30_000_000, payroll_employer_id="EMP-2")
+    assert harness.service.get_customer_tier("C1").group_keys == (("payroll_employer_id", "EMP-2"),)
+    # Keys gone: an empty map, not the old ones.
+    ask(harness, as_of="2026-04-30", annual_avg_aum_fen=30_000_000)
+    latest = harness.service.get_customer_tier("C1")
+    assert latest.group_keys == () and latest.decision.as_of == "2026-04-30"
+
+
+def test_get_customer_tier_is_one_statement_on_postgresql(pg_harness, monkeypatch):
+    """The hot read joins the customer's keys: one statement, one round trip."""
+    import psycopg
+
+    ask(pg_harness, customer_id="K1", annual_avg_aum_fen=30_000_000, payroll_employer_id="EMP-1")
+    ask(pg_harness, customer_id="K2", annual_avg_aum_fen=30_000_000)
+    statements: list[str] = []
+    real = psycopg.Cursor.execute
+
+    def counting(self, query, *args, **kwargs):
+        statements.append(str(query))
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+    found = pg_harness.service.get_customer_tier("K1")
+    monkeypatch.undo()
+    assert found.group_keys == (("payroll_employer_id", "EMP-1"),)
+    reads = [s for s in statements if "tiering_" in s]   # (a pool's liveness check is not a read)
+    assert len(reads) == 1 and "JOIN tiering_customers" in reads[0]
+    assert pg_harness.service.get_customer_tier("K2").group_keys == ()

@@ -153,10 +153,13 @@ class Entitlement(_message.Message):
     reason_text: _builtins.str
     """Why the customer has it, in words (English), from the granting rule's
     description, naming the tier, group or flag, e.g. "tier WEALTH customers
-    (WEALTH and up)", "payroll customers (group PAYROLL)".
+    (WEALTH and up)", "payroll customers (group PAYROLL)", and the employer
+    or market when tiering knows it (TierDecision.group_keys), e.g.
+    "payroll customers of employer EMP-0042, on payday (group PAYROLL)".
+    Plain text, at most 300 characters, no placeholders.
     """
     reason_text_zh: _builtins.str
-    """The same in Chinese, e.g. "代发工资客户（PAYROLL 客群）"."""
+    """The same in Chinese, e.g. "代发工资客户（代发单位 EMP-0042）（PAYROLL 客群）"."""
     quota_period: Global___QuotaPeriod.ValueType
     """The period `remaining` counts in ("1 left this month"); UNSPECIFIED when
     the benefit has no quota (remaining = -1).

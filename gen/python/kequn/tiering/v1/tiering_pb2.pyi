@@ -317,6 +317,26 @@ class TierDecision(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class GroupKeysEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     TIER_FIELD_NUMBER: _builtins.int
     PREVIOUS_TIER_FIELD_NUMBER: _builtins.int
@@ -334,6 +354,7 @@ class TierDecision(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    GROUP_KEYS_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     tier: _builtins.str
     """Tier code, e.g. "WEALTH" (empty on error)."""
@@ -381,6 +402,18 @@ class TierDecision(_message.Message):
 
     @_builtins.property
     def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def group_keys(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The keys the customer's groups are claimed by, as on
+        TierChange.group_keys: payroll_employer_id, merchant_market_id and the
+        groups ruleset's parameters.group_key_attributes; only non-empty values.
+        GetCustomerTier: the customer's current keys (stored with the state the
+        latest decision left). EvaluateCustomer(s): the evaluated snapshot's keys,
+        dry runs included; empty when a replayed request_id answers a decision
+        stored before. Benefits names the employer or market in reason texts
+        with them.
+        """
+
     def __init__(
         self,
         *,
@@ -401,10 +434,11 @@ class TierDecision(_message.Message):
         cursor: _builtins.int = ...,
         dry_run: _builtins.bool = ...,
         as_of: _builtins.str = ...,
+        group_keys: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "error", b"error", "next_tier", b"next_tier", "ruleset", b"ruleset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "change", b"change", "cursor", b"cursor", "customer_id", b"customer_id", "decided_at", b"decided_at", "decision_id", b"decision_id", "downgrade_pending", b"downgrade_pending", "dry_run", b"dry_run", "error", b"error", "fired_rules", b"fired_rules", "flags", b"flags", "home_branch_id", b"home_branch_id", "next_tier", b"next_tier", "previous_tier", b"previous_tier", "ruleset", b"ruleset", "segments", b"segments", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "change", b"change", "cursor", b"cursor", "customer_id", b"customer_id", "decided_at", b"decided_at", "decision_id", b"decision_id", "downgrade_pending", b"downgrade_pending", "dry_run", b"dry_run", "error", b"error", "fired_rules", b"fired_rules", "flags", b"flags", "group_keys", b"group_keys", "home_branch_id", b"home_branch_id", "next_tier", b"next_tier", "previous_tier", b"previous_tier", "ruleset", b"ruleset", "segments", b"segments", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
