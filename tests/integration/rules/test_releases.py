@@ -143,6 +143,37 @@ def test_a_scheduled_release_switches_at_its_instant_not_at_the_next_poll(admin,
     assert admin.store.events("test.tiers")[-1]["action"] == "RELEASE_ACTIVATE"
 
 
+def test_two_replicas_switch_at_the_same_instant_of_the_test_clock(db_url, admin, clock):
+    """Two replicas (each its own store connection pool, engine and runtime, one
+    database) load the approved version ahead and both switch at the instant,
+    with no poll in between; neither names the old version after it."""
+    replicas = []
+    for _ in range(2):
+        store = RuleStore(make_engine(db_url), clock=clock)
+        replica = RuleRuntime(store, admin.kinds, RuleEngine(), clock=clock)
+        replica.refresh()
+        replicas.append(replica)
+    try:
+        admin.create(V2, "alice")
+        instant = clock.now + timedelta(hours=1)
+        admin.approve_release(admin.request_release("test.tiers", 2, instant, "alice").release_id, "carol")
+        for replica in replicas:
+            replica.refresh()
+            assert replica.scheduled("test.tiers") == [(instant, 2)]
+        clock.now = instant - timedelta(microseconds=1)
+        assert [served(r) for r in replicas] == [1, 1]
+        clock.now = instant
+        assert [served(r) for r in replicas] == [2, 2]
+        clock.advance(3600)
+        for replica in replicas:
+            replica.refresh()
+        assert [served(r) for r in replicas] == [2, 2]
+    finally:
+        for replica in replicas:
+            replica.stop()
+            replica.store.engine.dispose()
+
+
 def test_a_cancelled_future_release_never_activates(admin, runtime, clock):
     admin.create(V2, "alice")
     instant = clock.now + timedelta(hours=1)
