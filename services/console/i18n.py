@@ -225,6 +225,57 @@ REASONS: dict[str, tuple[str, str]] = {
     "FAILED_PRECONDITION": ("A business rule refuses it.", "业务规则不允许。"),
     "UNAVAILABLE": ("The service is unavailable; try again later.", "服务不可用，请稍后重试。"),
     "DEADLINE_EXCEEDED": ("The service did not answer in time.", "服务响应超时。"),
+    "INTERNAL": ("The service failed (a bug); give operations the error id.", "服务内部错误，请将错误编号告知运维。"),
+    # rule store
+    "RULESET_NOT_PUBLISHED": ("The rules this needs have no published version yet.", "所需规则集尚无已发布版本。"),
+    "RULESET_INVALID": ("This version no longer validates or its examples fail.", "该版本校验不通过或样例未通过。"),
+    "WRONG_STATE": ("It is not in the state this needs (e.g. not a draft, or not claimed).",
+                    "对象状态不允许此操作（如非草稿或未领取）。"),
+    "KIND_MISMATCH": ("A ruleset of that name exists with another kind.", "同名规则集已存在且类型不同。"),
+    "KIND_UNKNOWN": ("This service does not serve rules of that kind.", "本服务不支持该类型的规则。"),
+    # tiering
+    "NO_TIER": ("The tier rules in force give this customer no tier.", "现行分层规则未给该客户分配层级。"),
+    # benefits
+    "BENEFIT_INACTIVE": ("The benefit is switched off.", "该权益已停用。"),
+    "OUTSIDE_VALIDITY": ("Today is outside the benefit's validity window.", "今天不在该权益的有效期内。"),
+    "INSUFFICIENT_POINTS": ("Not enough points.", "积分不足。"),
+    "NOT_PHYSICAL": ("The benefit has no inventory (not a physical gift).", "该权益无库存管理（非实物礼品）。"),
+    "STOCK_HELD": ("That would take out units held by claims.", "出库数量超过未被领取占用的库存。"),
+    "BUDGET_BELOW_SPENT": ("The new budget is below what is already spent.", "新预算低于已支出金额。"),
+    # scoring
+    "PERIOD_NOT_CALCULATED": ("Nothing is calculated yet for this period.", "该考核期尚未计算。"),
+    "PERIOD_NOT_FINALIZED": ("Revisions are only for finalized periods.", "仅已定稿的考核期可修订。"),
+    "RESULTS_STALE": ("Values changed since the last calculation; calculate again.", "上次计算后数据有变动，请重新计算。"),
+    "MISSING_VALUES": ("Some results lack a required value.", "部分结果缺少必填指标值。"),
+    # assignment (docs/assignment.md)
+    "ROLE_MISMATCH": ("The staff member does not hold the role this book is for.", "该员工的岗位与管户包岗位不符。"),
+    "ROLE_NOT_NEEDED": ("This customer does not need a manager of that role.", "该客户不需要该岗位的管户人。"),
+    "STAFF_INACTIVE": ("The staff member is inactive and takes no new customers.", "该员工已停用，不接收新客户。"),
+    "OUT_OF_SCOPE": ("The staff member is outside the units that may serve this customer.",
+                     "该员工不在可服务该客户的机构范围内。"),
+    # release governance (issue 15; shown in words once its RPCs are in the console)
+    "NOT_DRAFT": ("Only a draft version can be released.", "只有草稿版本可以发布。"),
+    "RELEASE_NOT_PENDING": ("The release is no longer waiting for approval.", "该发布申请已不在待审批状态。"),
+    "RELEASE_CLOSED": ("The release is closed.", "该发布申请已关闭。"),
+    "TOO_LATE_TO_CANCEL": ("It is too late to cancel: the release is in force.", "发布已生效，无法撤销。"),
+    "EFFECTIVE_FROM_TOO_SOON": ("The effective date is too soon.", "生效日期过早。"),
+    "NO_POPULATION": ("There is no customer base to measure the impact on.", "没有可用于影响分析的客户数据。"),
+}
+
+# Why a customer is unplaced (assignment's Unplaced.reason) and why a change request exists (cause).
+UNPLACED_REASONS: dict[str, tuple[str, str]] = {
+    "NO_STAFF_OF_ROLE": ("No staff of the needed role in reach.", "可及范围内没有该岗位的员工。"),
+    "ALL_BOOKS_FULL": ("Every book in reach is full.", "可及范围内的管户包均已满。"),
+    "NO_HOME_BRANCH": ("The customer has no home branch.", "客户没有归属网点。"),
+}
+CAUSES: dict[str, tuple[str, str]] = {
+    "MANUAL": ("asked by a person", "人工申请"),
+    "TIER_CHANGE": ("the customer's tier changed", "客户层级变动"),
+    "GROUP_CHANGE": ("the customer's groups or flags changed", "客户客群或标签变动"),
+    "HOME_BRANCH_CHANGE": ("the customer's home branch changed", "客户归属网点变动"),
+    "STAFF_DEACTIVATED": ("the holder left the role", "原管户人离岗"),
+    "BOOK_OVER_MAX": ("the book is over its max", "管户包超上限"),
+    "PERIOD_END": ("a lock period ended", "锁包期结束"),
 }
 
 
@@ -254,3 +305,16 @@ def reason_words(reason: str, lang: str) -> str:
     if pair is None:
         return ("The service refused it." if lang_of(lang) == "en" else "服务拒绝了该操作。")
     return pair[LANGS.index(lang_of(lang))]
+
+
+def _words(table: dict[str, tuple[str, str]], code: str, lang: str) -> str:
+    pair = table.get(code)
+    return code if pair is None else pair[LANGS.index(lang_of(lang))]
+
+
+def unplaced_words(reason: str, lang: str) -> str:
+    return _words(UNPLACED_REASONS, reason, lang)
+
+
+def cause_words(cause: str, lang: str) -> str:
+    return _words(CAUSES, cause, lang)
