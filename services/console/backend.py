@@ -172,6 +172,26 @@ class Backend:
         return self._call("assignment", self.assignment.ListAuditEvents, apb.ListAuditEventsRequest(
             page_size=page_size, page_token=page_token, actor=actor, action=action, subject=subject), token)
 
+    def list_staff(self, token: str, branch_id: str = "", role: str = "", page_size: int = PAGE,
+                   page_token: str = "") -> apb.ListStaffResponse:
+        return self._call("assignment", self.assignment.ListStaff, apb.ListStaffRequest(
+            branch_id=branch_id, role=role, page_size=page_size, page_token=page_token), token)
+
+    def list_lock_periods(self, token: str, branch_id: str, page_size: int = PAGE,
+                          page_token: str = "") -> apb.ListLockPeriodsResponse:
+        return self._call("assignment", self.assignment.ListLockPeriods, apb.ListLockPeriodsRequest(
+            branch_id=branch_id, page_size=page_size, page_token=page_token), token)
+
+    def get_group_book(self, token: str, staff_id: str, group: str, page_size: int = PAGE,
+                       page_token: str = "") -> apb.GroupBook:
+        return self._call("assignment", self.assignment.GetGroupBook, apb.GetGroupBookRequest(
+            staff_id=staff_id, group=group, page_size=page_size, page_token=page_token), token)
+
+    def list_unplaced(self, token: str, branch_id: str, page_size: int = PAGE,
+                      page_token: str = "") -> apb.ListUnplacedResponse:
+        return self._call("assignment", self.assignment.ListUnplaced, apb.ListUnplacedRequest(
+            branch_id=branch_id, page_size=page_size, page_token=page_token), token)
+
     # --- tiering --------------------------------------------------------------------------
     def get_customer_tier(self, token: str, customer_id: str) -> tpb.TierDecision:
         return self._call("tiering", self.tiering.GetCustomerTier,
@@ -182,10 +202,52 @@ class Backend:
         return self._call("tiering", self.tiering.ListTierChanges, tpb.ListTierChangesRequest(
             customer_id=customer_id, page_size=page_size, page_token=page_token), token)
 
+    def latest_tiers(self, token: str, max_changes: int = 200_000) -> tuple[dict[str, str], bool]:
+        """Each customer's tier after the last change in the feed, read oldest first; and whether
+        the whole feed was read (False: stopped at max_changes, the figures are partial)."""
+        tiers: dict[str, str] = {}
+        page_token, read = "", 0
+        while read < max_changes:
+            page = self.list_tier_changes(token, "", page_size=1000, page_token=page_token)
+            for change in page.changes:
+                tiers[change.customer_id] = change.to_tier
+            read += len(page.changes)
+            page_token = page.next_page_token
+            if not page_token:
+                return tiers, True
+        return tiers, False
+
     # --- benefits -------------------------------------------------------------------------
     def list_entitlements(self, token: str, customer_id: str) -> bpb.ListEntitlementsResponse:
         return self._call("benefits", self.benefits.ListEntitlements,
                           bpb.ListEntitlementsRequest(customer_id=customer_id), token)
+
+    def list_benefits(self, token: str, include_inactive: bool = False, page_size: int = PAGE,
+                      page_token: str = "") -> bpb.ListBenefitsResponse:
+        return self._call("benefits", self.benefits.ListBenefits, bpb.ListBenefitsRequest(
+            include_inactive=include_inactive, page_size=page_size, page_token=page_token), token)
+
+    def all_benefits(self, token: str, limit: int = 1000) -> list[bpb.Benefit]:
+        out, page_token = [], ""
+        while len(out) < limit:
+            page = self.list_benefits(token, page_size=200, page_token=page_token)
+            out.extend(page.benefits)
+            page_token = page.next_page_token
+            if not page_token:
+                break
+        return out[:limit]
+
+    def get_benefit(self, token: str, benefit_id: str) -> bpb.Benefit:
+        return self._call("benefits", self.benefits.GetBenefit,
+                          bpb.GetBenefitRequest(benefit_id=benefit_id), token).benefit
+
+    def get_inventory(self, token: str, benefit_id: str) -> bpb.Inventory:
+        return self._call("benefits", self.benefits.GetInventory,
+                          bpb.GetInventoryRequest(benefit_id=benefit_id), token).inventory
+
+    def get_budget(self, token: str, group: str, period: str) -> bpb.Budget:
+        return self._call("benefits", self.benefits.GetBudget,
+                          bpb.GetBudgetRequest(group=group, period=period), token).budget
 
     # --- scoring --------------------------------------------------------------------------
     def list_scores(self, token: str, period_id: str, role: str = "", branch_id: str = "",

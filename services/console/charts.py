@@ -62,3 +62,46 @@ def fill_bar(size: int, max_size: int, title: str, width: int = 240) -> Markup:
                   f'viewBox="0 0 {width} 14" aria-label="{e(title)}"><title>{e(title)}</title>'
                   f'<rect x="0" y="0" width="{width}" height="14" fill="#e6e9ef"/>'
                   f'<rect x="0" y="0" width="{used}" height="14" fill="{colour}"/></svg>')
+
+
+BAR_LABEL_W, BAR_W, BAR_H, BAR_GAP, BAR_VALUE_W = 170, 320, 22, 8, 150
+
+
+def bars(items: list[tuple[str, int, str]], title: str) -> Markup:
+    """Horizontal bars, one per (label, value, value text), scaled to the largest value."""
+    e = escape
+    peak = max((v for _, v, _ in items), default=0)
+    height = max(1, len(items)) * (BAR_H + BAR_GAP) + BAR_GAP
+    width = BAR_LABEL_W + BAR_W + BAR_VALUE_W
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" aria-label="{e(title)}"><title>{e(title)}</title>']
+    for i, (label, value, text) in enumerate(items):
+        y = BAR_GAP + i * (BAR_H + BAR_GAP)
+        length = BAR_W * max(0, value) // peak if peak > 0 else 0
+        parts.append(f'<text x="{BAR_LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="head">{e(label)}</text>'
+                     f'<rect x="{BAR_LABEL_W}" y="{y}" width="{length}" height="{BAR_H}" fill="#2e6fd8">'
+                     f'<title>{e(label)}: {e(text)}</title></rect>'
+                     f'<text x="{BAR_LABEL_W + length + 6}" y="{y + 16}" class="value">{e(text)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def shares(items: list[tuple[str, int, int, str]], title: str) -> Markup:
+    """One track per (label, used, total, text): the used part filled against the total,
+    red when at or over it. For book fill by role, stock left and budget left."""
+    e = escape
+    height = max(1, len(items)) * (BAR_H + BAR_GAP) + BAR_GAP
+    width = BAR_LABEL_W + BAR_W + BAR_VALUE_W
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" aria-label="{e(title)}"><title>{e(title)}</title>']
+    for i, (label, used, total, text) in enumerate(items):
+        y = BAR_GAP + i * (BAR_H + BAR_GAP)
+        length = min(BAR_W, BAR_W * max(0, used) // total) if total > 0 else 0
+        colour = "#c0392b" if total > 0 and used >= total else "#2e6fd8"
+        parts.append(f'<text x="{BAR_LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="head">{e(label)}</text>'
+                     f'<rect x="{BAR_LABEL_W}" y="{y}" width="{BAR_W}" height="{BAR_H}" fill="#e6e9ef"/>'
+                     f'<rect x="{BAR_LABEL_W}" y="{y}" width="{length}" height="{BAR_H}" fill="{colour}">'
+                     f'<title>{e(label)}: {e(text)}</title></rect>'
+                     f'<text x="{BAR_LABEL_W + BAR_W + 6}" y="{y + 16}" class="value">{e(text)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -17,6 +17,12 @@ from .backend import SERVICES, BackendError
 from .context import Ctx, Refused, error_dict, urlquote
 
 CHANGE_ACTIONS = ("TRANSFER", "ADD", "REMOVE")
+# Group books are read per group code (GetGroupBook): these are tried when no group is asked for,
+# the groups a local group book is claimed on (docs/assignment.md: by employer and by market).
+GROUP_CODES = ("PAYROLL", "MERCHANT")
+# Tiers in the order of the ladder (services/tiering/rulesets/tiers.yaml); others follow by name.
+TIER_ORDER = ("PRIVATE_BANKING", "WEALTH", "AFFLUENT", "LONG_TAIL", "MASS")
+MAX_OVERVIEW_STAFF = 2000  # book fill by role reads at most this many books per page view
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 
@@ -96,17 +102,164 @@ class Pages:
     async def books(self, request: Request) -> Response:
         async def body(ctx: Ctx):
             self._need(ctx, "books")
-            staff_id = (request.query_params.get("staff_id") or ctx.me.name).strip()
-            page_token = request.query_params.get("page_token", "")
+            q = request.query_params
+            staff_id = (q.get("staff_id") or ctx.me.name).strip()[:128]
+            tokens = {k: q.get(k, "")[:512] for k in ("page_token", "unplaced_token", "staff_token")}
+            group = (q.get("group") or "").strip().upper()[:64]
+            data = await run_in_threadpool(self._books, ctx, staff_id, group, tokens)
+            return self.render(ctx, "books.html", staff_id=staff_id, mine=staff_id == ctx.me.name, group=group,
+                               group_codes=GROUP_CODES, **data)
+        return await self._handle(request, body)
+
+    def _books(self, ctx: Ctx, staff_id: str, group: str, tokens: dict[str, str]) -> dict:
+        """The book of `staff_id` (default: me), their group books, and for the book's branch its lock
+        periods, unplaced customers and the fill of every book there."""
+        token, out = ctx.token, {"errors": {}}
+
+        def section(name, action, call):
+            if action and not self.access.can(ctx.me, action):
+                return None
+            try:
+                out[name] = call()
+            except BackendError as exc:
+                out["errors"][name] = error_dict(ctx, exc)
+            return out.get(name)
+        book = section("book", None, lambda: self.backend.get_book(token, staff_id, 100, tokens["page_token"]))
+        if book is None:
+            return out
+        groups = (group,) if group else GROUP_CODES
+        section("group_books", "books.group", lambda: [
+            gb for gb in (self.backend.get_group_book(token, staff_id, g, 100) for g in groups)
+            if gb.claims or group])
+        branch = book.branch_id
+        out["branch"] = branch
+        section("lock_periods", "books.locks",
+                lambda: list(self.backend.list_lock_periods(token, branch, 100).lock_periods))
+        unplaced = section("unplaced", "books.unplaced",
+                           lambda: self.backend.list_unplaced(token, branch, 50, tokens["unplaced_token"]))
+        if unplaced is not None:
+            out["unplaced"], out["unplaced_next"] = list(unplaced.unplaced), unplaced.next_page_token
+
+        def branch_books():
+            page = self.backend.list_staff(token, branch, "", 50, tokens["staff_token"])
+            rows = []
+            for member in page.staff:
+                try:
+                    b = self.backend.get_book(token, member.staff_id, page_size=1)
+                    rows.append((member, views.BookFill(member.staff_id, b.size, b.max_size), b.locked))
+                except BackendError:
+                    rows.append((member, None, False))
+            return rows, page.next_page_token
+        found = section("branch_books", "books.branch", branch_books)
+        if found is not None:
+            out["branch_books"], out["staff_next"] = found
+        return out
+
+    # --- overview --------------------------------------------------------------------------
+    async def overview(self, request: Request) -> Response:
+        async def body(ctx: Ctx):
+            self._need(ctx, "overview")
+            return self.render(ctx, "overview.html", **await run_in_threadpool(self._overview, ctx))
+        return await self._handle(request, body)
+
+    def _overview(self, ctx: Ctx) -> dict:
+        """Charts of the base as the person may see it: tiers, book fill by role, stock and budget left."""
+        token, me, out = ctx.token, ctx.me, {"errors": {}}
+        can = lambda action: self.access.can(me, action)  # noqa: E731
+
+        def section(name, call):
+            try:
+                out[name] = call()
+            except BackendError as exc:
+                out["errors"][name] = error_dict(ctx, exc)
+        if can("overview.tiers"):
+            def tiers():
+                latest, complete = self.backend.latest_tiers(token)
+                dist = views.tier_distribution(latest, TIER_ORDER)
+                total = sum(n for _, n in dist)
+                out["tiers_complete"], out["tiers_total"] = complete, total
+                return dist, charts.bars([(tier, n, f"{n} ({n * 100 // total}%)") for tier, n in dist],
+                                         ctx.t("tier_distribution"))
+            section("tiers", tiers)
+        if can("overview.books"):
+            def fill():
+                books, page_token = [], ""
+                while len(books) < MAX_OVERVIEW_STAFF:
+                    page = self.backend.list_staff(token, "", "", 200, page_token)
+                    for member in page.staff:
+                        if member.active:
+                            books.append(self.backend.get_book(token, member.staff_id, page_size=1))
+                    page_token = page.next_page_token
+                    if not page_token:
+                        break
+                out["fill_partial"] = bool(page_token)
+                roles = [r for r in views.fill_by_role(books) if r.capacity or r.customers]
+                return roles, charts.shares(
+                    [(r.role, r.customers_capped, r.capacity,
+                      f"{r.customers_capped} / {r.capacity}" + (f" ({r.percent}%)" if r.percent is not None else ""))
+                     for r in roles if r.capacity], ctx.t("fill_by_role"))
+            section("fill", fill)
+        benefits = None
+        if can("overview.stock") or can("overview.budget"):
+            section("benefits", lambda: self.backend.all_benefits(token))
+            benefits = out.get("benefits")
+        if benefits is not None and can("overview.stock"):
+            def stock():
+                rows = []
+                for b in benefits:
+                    if b.physical:
+                        inv = self.backend.get_inventory(token, b.benefit_id)
+                        rows.append(views.Stock(b.benefit_id, b.name, inv.on_hand, inv.reserved, inv.available))
+                return rows, charts.shares([(s.name or s.benefit_id, s.available, s.on_hand,
+                                             f"{s.available} / {s.on_hand}") for s in rows], ctx.t("stock_left"))
+            section("stock", stock)
+        if benefits is not None and can("overview.budget"):
+            def budgets():
+                rows = []
+                for group in sorted({b.budget_group for b in benefits if b.budget_group}):
+                    for period in views.budget_periods(views.today_shanghai()):
+                        try:
+                            b = self.backend.get_budget(token, group, period)
+                        except BackendError as exc:
+                            if exc.reason == "NOT_FOUND":
+                                continue
+                            raise
+                        rows.append(views.BudgetLeft(group, period, b.amount_fen, b.spent_fen, b.remaining_fen))
+                        break
+                return rows, charts.shares([(f"{r.group} {r.period}", r.remaining_fen, r.amount_fen,
+                                             f"{views.yuan(r.remaining_fen)} / {views.yuan(r.amount_fen)}")
+                                            for r in rows], ctx.t("budget_left"))
+            section("budgets", budgets)
+        return out
+
+    # --- benefits catalog ------------------------------------------------------------------
+    async def benefits(self, request: Request) -> Response:
+        async def body(ctx: Ctx):
+            self._need(ctx, "benefits")
+            q = request.query_params
+            include_inactive, page_token = q.get("include_inactive") == "1", q.get("page_token", "")[:512]
 
             def load():
                 try:
-                    return self.backend.get_book(ctx.token, staff_id, page_size=100, page_token=page_token), None
+                    page = self.backend.list_benefits(ctx.token, include_inactive, 50, page_token)
+                    return {"catalog": list(page.benefits), "next_token": page.next_page_token}
                 except BackendError as exc:
-                    return None, error_dict(ctx, exc)
-            book, error = await run_in_threadpool(load)
-            return self.render(ctx, "books.html", staff_id=staff_id, book=book, error=error,
-                               mine=staff_id == ctx.me.name)
+                    return {"error": error_dict(ctx, exc)}
+            return self.render(ctx, "benefits.html", include_inactive=include_inactive, **await run_in_threadpool(load))
+        return await self._handle(request, body)
+
+    async def benefit(self, request: Request) -> Response:
+        async def body(ctx: Ctx):
+            self._need(ctx, "benefits")
+            benefit_id = request.path_params["benefit_id"][:128]
+
+            def load():
+                try:
+                    return {"benefit": self.backend.get_benefit(ctx.token, benefit_id)}
+                except BackendError as exc:
+                    return {"error": error_dict(ctx, exc)}
+            data = await run_in_threadpool(load)
+            return self.render(ctx, "benefit.html", 200 if "benefit" in data else 404, benefit_id=benefit_id, **data)
         return await self._handle(request, body)
 
     # --- customers -----------------------------------------------------------------------

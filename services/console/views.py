@@ -49,6 +49,18 @@ def timestamp(ts) -> str:
     return shanghai(datetime.fromtimestamp(ts.seconds, timezone.utc) + timedelta(microseconds=ts.nanos // 1000))
 
 
+def duration(seconds: int) -> str:
+    """A cool-down as days/hours/minutes: 90000 -> "1d 1h"; 0 -> "0"."""
+    seconds = int(seconds)
+    if seconds <= 0:
+        return "0"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min")) if n]
+    return " ".join(parts) or f"{seconds}s"
+
+
 def enum_name(full: str, prefix: str) -> str:
     """CHANGE_ACTION_TRANSFER -> TRANSFER."""
     return full[len(prefix):] if full.startswith(prefix) else full
@@ -273,3 +285,76 @@ def scores_csv(scores) -> str:
             s.period_id, s.staff_id, s.role, s.branch_id, s.total, s.rank, s.peer_group_size,
             enum_of(s, "status"), s.revision, s.scorecard.name, s.scorecard.version)])
     return buf.getvalue()
+
+
+# --- overview ---------------------------------------------------------------------------------
+
+def tier_distribution(tiers: dict[str, str], order: tuple[str, ...] = ()) -> list[tuple[str, int]]:
+    """Customers per tier from {customer: tier}; tiers named in `order` first, in that order."""
+    counts: dict[str, int] = {}
+    for tier in tiers.values():
+        if tier:
+            counts[tier] = counts.get(tier, 0) + 1
+    rank = {t: i for i, t in enumerate(order)}
+    return sorted(counts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+
+
+@dataclass(frozen=True)
+class RoleFill:
+    """The books of one role: how many people, customers held, and the room the caps give."""
+    role: str
+    people: int
+    customers: int
+    capacity: int          # sum of max_size over books that have one
+    uncapped: int          # books without a max
+    full: int              # books at or over their max
+    customers_capped: int  # customers in the books that have a max
+
+    @property
+    def percent(self) -> int | None:
+        """Fill of the capped books against their caps; None when no book of the role has one."""
+        return fill_percent(self.customers_capped, self.capacity) if self.capacity else None
+
+
+def fill_by_role(books) -> list[RoleFill]:
+    """Books (anything with role, size, max_size) grouped by role, roles sorted."""
+    acc: dict[str, list[int]] = {}
+    for b in books:
+        a = acc.setdefault(b.role, [0, 0, 0, 0, 0, 0])
+        a[0] += 1
+        a[1] += int(b.size)
+        if b.max_size > 0:
+            a[2] += int(b.max_size)
+            a[5] += int(b.size)
+            a[4] += 1 if b.size >= b.max_size else 0
+        else:
+            a[3] += 1
+    return [RoleFill(role, a[0], a[1], a[2], a[3], a[4], a[5]) for role, a in sorted(acc.items())]
+
+
+@dataclass(frozen=True)
+class Stock:
+    benefit_id: str
+    name: str
+    on_hand: int
+    reserved: int
+    available: int
+
+
+@dataclass(frozen=True)
+class BudgetLeft:
+    group: str
+    period: str
+    amount_fen: int
+    spent_fen: int
+    remaining_fen: int
+
+
+def budget_periods(today) -> list[str]:
+    """The budget periods containing `today` (a date), most specific first, as the benefits
+    service charges them: "2026-03", "2026Q1", "2026"."""
+    return [f"{today.year}-{today.month:02d}", f"{today.year}Q{(today.month - 1) // 3 + 1}", str(today.year)]
+
+
+def today_shanghai(now: datetime | None = None):
+    return (now or datetime.now(timezone.utc)).astimezone(SHANGHAI).date()

@@ -91,7 +91,8 @@ class Console(Pages):
                                autoescape=select_autoescape(default=True, default_for_string=True),
                                trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(yuan=views.yuan, ts=views.timestamp, enum_name=views.enum_name, enum_of=views.enum_of,
-                                fill_percent=views.fill_percent, fill_bar=charts.fill_bar)
+                                fill_percent=views.fill_percent, fill_bar=charts.fill_bar, duration=views.duration,
+                                unplaced_words=i18n.unplaced_words, cause_words=i18n.cause_words)
 
     # --- plumbing ------------------------------------------------------------------------
     def app(self) -> Starlette:
@@ -102,7 +103,9 @@ class Console(Pages):
             Route("/signout", self.signout, methods=["POST"]), Route("/lang", self.switch_lang, methods=["POST"]),
             Route("/approvals", self.approvals),
             Route("/approvals/{change_request_id}/decide", self.decide, methods=["POST"]),
+            Route("/overview", self.overview),
             Route("/books", self.books),
+            Route("/benefits", self.benefits), Route("/benefits/{benefit_id}", self.benefit),
             Route("/customers", self.customers),
             Route("/customers/{customer_id}/change-requests", self.request_change, methods=["POST"]),
             Route("/scores", self.scores), Route("/scores/{period_id}/staff/{staff_id}", self.score),

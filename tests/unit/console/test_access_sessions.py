@@ -18,13 +18,13 @@ def access():
 
 
 @pytest.mark.parametrize("roles, pages", [
-    (("branch_approver",), ["approvals", "books", "customers", "scores"]),
-    (("branch_staff",), ["books", "customers"]),
-    (("hr",), ["books", "scores"]),
+    (("branch_approver",), ["overview", "approvals", "books", "customers", "scores"]),
+    (("branch_staff",), ["overview", "books", "customers", "benefits"]),
+    (("hr",), ["overview", "books", "scores"]),
     (("rule_admin",), ["rules"]),
-    (("operations",), ["books", "customers", "scores", "rules", "operations"]),
-    (("mobile_banking",), ["customers"]),
-    (("service",), ["books", "customers"]),
+    (("operations",), ["overview", "books", "customers", "benefits", "scores", "rules", "operations"]),
+    (("mobile_banking",), ["customers", "benefits"]),
+    (("service",), ["overview", "books", "customers"]),
     (("admin",), [p.name for p in PAGES]),
     ((), []),
 ])

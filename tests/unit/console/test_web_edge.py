@@ -38,6 +38,27 @@ class StandInBackend:
         return apb.Book(staff_id="WM-1", role="WEALTH_MANAGER", size=3, max_size=500, branch_id="SUB-1",
                         customer_ids=["C1", "C2", "C3"], locked=True)
 
+    def get_group_book(self, token, staff_id, group, page_size=50, page_token=""):
+        self.calls.append(("GetGroupBook", token, staff_id))
+        return apb.GroupBook(staff_id=staff_id, group=group)
+
+    def list_lock_periods(self, token, branch_id, page_size=50, page_token=""):
+        self.calls.append(("ListLockPeriods", token, branch_id))
+        return apb.ListLockPeriodsResponse(lock_periods=[apb.LockPeriod(
+            period_id="2026", branch_id="BR-1", starts_on="2026-01-01", ends_on="2026-12-31",
+            status=apb.LOCK_PERIOD_STATUS_OPEN, in_force=True)])
+
+    def list_unplaced(self, token, branch_id, page_size=50, page_token=""):
+        self.calls.append(("ListUnplaced", token, branch_id))
+        return apb.ListUnplacedResponse(unplaced=[apb.Unplaced(
+            customer_id="C9", reason="ALL_BOOKS_FULL", tier="WEALTH", role="WEALTH_MANAGER", branch_id=branch_id,
+            tried_branch_ids=["SUB-1", "BR-1"])])
+
+    def list_staff(self, token, branch_id="", role="", page_size=50, page_token=""):
+        self.calls.append(("ListStaff", token, branch_id))
+        return apb.ListStaffResponse(staff=[apb.Staff(staff_id="WM-1", branch_id=branch_id, role="WEALTH_MANAGER",
+                                                      active=True)])
+
     def health(self, service):
         return "SERVING"
 

@@ -1,0 +1,66 @@
+"""The Overview's figures and charts, and the Books page's branch reads, with plain stand-ins."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from services.console import charts, views
+from tests.unit.console.test_web_edge import EN, TestClient, make, sign_in, tokens  # noqa: F401 - fixture
+
+
+@dataclass
+class B:
+    role: str
+    size: int
+    max_size: int
+
+
+def test_tier_distribution_counts_each_customers_latest_tier_in_ladder_order():
+    latest = {"C1": "WEALTH", "C2": "MASS", "C3": "WEALTH", "C4": "PRIVATE_BANKING", "C5": "ODD", "C6": ""}
+    assert views.tier_distribution(latest, ("PRIVATE_BANKING", "WEALTH", "MASS")) == [
+        ("PRIVATE_BANKING", 1), ("WEALTH", 2), ("MASS", 1), ("ODD", 1)]
+
+
+def test_fill_by_role_sums_capped_books_against_their_caps():
+    roles = views.fill_by_role([B("WM", 10, 20), B("WM", 20, 20), B("LM", 5, 0), B("WM", 3, 0)])
+    lm, wm = roles
+    assert (lm.role, lm.people, lm.customers, lm.capacity, lm.uncapped, lm.percent) == ("LM", 1, 5, 0, 1, None)
+    assert (wm.people, wm.customers, wm.customers_capped, wm.capacity, wm.full, wm.uncapped) == (3, 33, 30, 40, 1, 1)
+    assert wm.percent == 75
+
+
+def test_budget_periods_are_the_ones_a_claim_is_charged_to_most_specific_first():
+    assert views.budget_periods(date(2026, 5, 9)) == ["2026-05", "2026Q2", "2026"]
+    assert views.budget_periods(date(2026, 12, 31)) == ["2026-12", "2026Q4", "2026"]
+
+
+def test_durations():
+    assert [views.duration(s) for s in (0, 59, 60, 3600, 90000, 7 * 86400)] == ["0", "59s", "1min", "1h", "1d 1h", "7d"]
+
+
+def test_charts_are_labelled_scaled_and_escaped():
+    svg = str(charts.bars([("WEALTH", 2, "2 (50%)"), ("<b>", 4, "4")], "Customers by tier"))
+    assert 'role="img"' in svg and 'aria-label="Customers by tier"' in svg and "<title>Customers by tier</title>" in svg
+    assert f'width="{charts.BAR_W}"' in svg and f'width="{charts.BAR_W // 2}"' in svg  # 4 is the peak, 2 half of it
+    assert "<b>" not in svg and "&lt;b&gt;" in svg
+    shares = str(charts.shares([("WM", 40, 40, "40 / 40"), ("LM", 1, 4, "1 / 4"), ("X", 3, 0, "3")], "Fill"))
+    assert shares.count('fill="#c0392b"') == 1  # only the full one is red
+    assert f'width="{charts.BAR_W // 4}"' in shares
+
+
+def test_the_books_page_shows_lock_period_dates_unplaced_reasons_and_branch_books(tmp_path, tokens):
+    console, backend = make(tmp_path)
+    client = TestClient(console.app(), headers=EN)
+    sign_in(client, tokens["branch_staff"])
+    page = client.get("/books?staff_id=WM-1")
+    assert page.status_code == 200, page.text
+    text = page.text
+    assert "2026-01-01" in text and "2026-12-31" in text and "in force now" in text
+    assert "Every book in reach is full." in text and "ALL_BOOKS_FULL" in text and "SUB-1 → BR-1" in text
+    assert 'id="branch-books"' in text and "3 / 500" in text
+    assert 'id="no-group-books"' in text
+    # Every read went out with the signed-in person's token, for WM-1's branch.
+    reads = {name: (tok, arg) for name, tok, arg in backend.calls}
+    assert reads["ListLockPeriods"] == (tokens["branch_staff"], "SUB-1")
+    assert reads["ListUnplaced"] == (tokens["branch_staff"], "SUB-1")
+    assert reads["GetGroupBook"] == (tokens["branch_staff"], "WM-1")
