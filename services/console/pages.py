@@ -130,7 +130,7 @@ class Pages:
         groups = (group,) if group else GROUP_CODES
         section("group_books", "books.group", lambda: [
             gb for gb in (self.backend.get_group_book(token, staff_id, g, 100) for g in groups)
-            if gb.claims or group])
+            if gb.claims])
         branch = book.branch_id
         out["branch"] = branch
         section("lock_periods", "books.locks",

@@ -20,6 +20,7 @@ import pytest
 
 from kequn.assignment.v1 import assignment_pb2 as apb
 from kequn.assignment.v1 import assignment_pb2_grpc
+from kequn.benefits.v1 import benefits_pb2_grpc
 from kequn.rules.v1 import rules_pb2_grpc
 from kequn.scoring.v1 import scoring_pb2 as spb
 from kequn.scoring.v1 import scoring_pb2_grpc
@@ -73,7 +74,8 @@ class World:
     def stub(self, service: str, role: str):
         stubs = {"assignment": assignment_pb2_grpc.AssignmentServiceStub,
                  "tiering": tiering_pb2_grpc.TieringServiceStub,
-                 "scoring": scoring_pb2_grpc.ScoringServiceStub}
+                 "scoring": scoring_pb2_grpc.ScoringServiceStub,
+                 "benefits": benefits_pb2_grpc.BenefitsServiceStub}
         return stubs[service](self.suite.channel(service, role))
 
     def rules(self, service: str, role: str):
@@ -124,6 +126,21 @@ def _seed(world: World) -> None:
             point_in_time_aum_fen=aum, holdings=[tpb.BranchHolding(branch_id="OUT-111", aum_fen=aum)])))
     for i in range(1, 9):
         world.customers[f"C{i}"] = eventually(lambda i=i: world.manager(f"C{i}"), what=f"C{i} placed")
+    # Before the lock period opens: WM-1 claims a payroll group book by employer, which covers CP-1
+    # (affluent, held by the lobby manager); CU-1 (affluent with a loan) needs a loan manager the
+    # branch does not have, so it is unplaced.
+    ops.ClaimGroup(apb.GroupClaim(staff_id="WM-1", group="PAYROLL", selector={"payroll_employer_id": "E-CONSOLE"},
+                                  request_id="console-claim-1"))
+    affluent = 100_000 * YUAN
+    for customer_id, extra in (("CP-1", {"payroll_employer_id": "E-CONSOLE"}), ("CU-1", {"has_personal_loan": True})):
+        tiering.EvaluateCustomer(tpb.EvaluateCustomerRequest(customer=tpb.CustomerSnapshot(
+            customer_id=customer_id, as_of="2026-01-31", annual_avg_aum_fen=affluent, monthly_avg_aum_fen=affluent,
+            point_in_time_aum_fen=affluent, holdings=[tpb.BranchHolding(branch_id="OUT-111", aum_fen=affluent)],
+            **extra)))
+    eventually(lambda: "CP-1" in ops.GetGroupBook(apb.GetGroupBookRequest(staff_id="WM-1", group="PAYROLL"))
+               .customer_ids, what="CP-1 in WM-1's payroll group book")
+    eventually(lambda: any(u.customer_id == "CU-1" for u in ops.ListUnplaced(
+        apb.ListUnplacedRequest(branch_id="BR-1")).unplaced), what="CU-1 unplaced")
     ops.OpenLockPeriod(apb.LockPeriod(period_id="2026", branch_id="BR-1", starts_on="2026-01-01",
                                       ends_on="2099-12-31"))
 
