@@ -78,7 +78,7 @@ def bars(items: list[tuple[str, int, str]], title: str) -> Markup:
     for i, (label, value, text) in enumerate(items):
         y = BAR_GAP + i * (BAR_H + BAR_GAP)
         length = BAR_W * max(0, value) // peak if peak > 0 else 0
-        parts.append(f'<text x="{BAR_LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="head">{e(label)}</text>'
+        parts.append(f'<text x="{BAR_LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="head">{e(_short(label))}</text>'
                      f'<rect x="{BAR_LABEL_W}" y="{y}" width="{length}" height="{BAR_H}" fill="#2e6fd8">'
                      f'<title>{e(label)}: {e(text)}</title></rect>'
                      f'<text x="{BAR_LABEL_W + length + 6}" y="{y + 16}" class="value">{e(text)}</text>')
@@ -86,9 +86,18 @@ def bars(items: list[tuple[str, int, str]], title: str) -> Markup:
     return Markup("".join(parts))
 
 
-def shares(items: list[tuple[str, int, int, str]], title: str) -> Markup:
-    """One track per (label, used, total, text): the used part filled against the total,
-    red when at or over it. For book fill by role, stock left and budget left."""
+MAX_LABEL = 18  # characters
+
+
+def _short(label: str) -> str:
+    """A label that fits left of the bars; the whole one is in the bar's <title>."""
+    return label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 1] + "…"
+
+
+def shares(items: list[tuple[str, int, int, str]], title: str, left: bool = False) -> Markup:
+    """One track per (label, part, total, text): the part filled against the total. A fill
+    (left=False: book fill by role) is red at or over the total; what is left (left=True:
+    stock, budget) is red when nothing is."""
     e = escape
     height = max(1, len(items)) * (BAR_H + BAR_GAP) + BAR_GAP
     width = BAR_LABEL_W + BAR_W + BAR_VALUE_W
@@ -97,9 +106,10 @@ def shares(items: list[tuple[str, int, int, str]], title: str) -> Markup:
     for i, (label, used, total, text) in enumerate(items):
         y = BAR_GAP + i * (BAR_H + BAR_GAP)
         length = min(BAR_W, BAR_W * max(0, used) // total) if total > 0 else 0
-        colour = "#c0392b" if total > 0 and used >= total else "#2e6fd8"
-        parts.append(f'<text x="{BAR_LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="head">{e(label)}</text>'
-                     f'<rect x="{BAR_LABEL_W}" y="{y}" width="{BAR_W}" height="{BAR_H}" fill="#e6e9ef"/>'
+        alarm = used <= 0 if left else total > 0 and used >= total
+        colour = "#c0392b" if alarm else "#2e6fd8"
+        parts.append(f'<text x="{BAR_LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="head">{e(_short(label))}</text>'
+                     f'<rect x="{BAR_LABEL_W}" y="{y}" width="{BAR_W}" height="{BAR_H}" fill="#e6e9ef"><title>{e(label)}: {e(text)}</title></rect>'
                      f'<rect x="{BAR_LABEL_W}" y="{y}" width="{length}" height="{BAR_H}" fill="{colour}">'
                      f'<title>{e(label)}: {e(text)}</title></rect>'
                      f'<text x="{BAR_LABEL_W + BAR_W + 6}" y="{y + 16}" class="value">{e(text)}</text>')

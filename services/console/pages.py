@@ -211,7 +211,8 @@ class Pages:
                         inv = self.backend.get_inventory(token, b.benefit_id)
                         rows.append(views.Stock(b.benefit_id, b.name, inv.on_hand, inv.reserved, inv.available))
                 return rows, charts.shares([(s.name or s.benefit_id, s.available, s.on_hand,
-                                             f"{s.available} / {s.on_hand}") for s in rows], ctx.t("stock_left"))
+                                             f"{s.available} / {s.on_hand}") for s in rows], ctx.t("stock_left"),
+                                           left=True)
             section("stock", stock)
         if benefits is not None and can("overview.budget"):
             def budgets():
@@ -228,7 +229,7 @@ class Pages:
                         break
                 return rows, charts.shares([(f"{r.group} {r.period}", r.remaining_fen, r.amount_fen,
                                              f"{views.yuan(r.remaining_fen)} / {views.yuan(r.amount_fen)}")
-                                            for r in rows], ctx.t("budget_left"))
+                                            for r in rows], ctx.t("budget_left"), left=True)
             section("budgets", budgets)
         return out
 

@@ -64,3 +64,10 @@ def test_the_books_page_shows_lock_period_dates_unplaced_reasons_and_branch_book
     assert reads["ListLockPeriods"] == (tokens["branch_staff"], "SUB-1")
     assert reads["ListUnplaced"] == (tokens["branch_staff"], "SUB-1")
     assert reads["GetGroupBook"] == (tokens["branch_staff"], "WM-1")
+
+
+def test_what_is_left_is_red_only_when_nothing_is_and_long_labels_are_cut_with_the_whole_in_the_title():
+    svg = str(charts.shares([("a gift with a very long name indeed", 0, 5, "0 / 5"), ("B", 5, 5, "5 / 5")],
+                            "Stock", left=True))
+    assert svg.count('fill="#c0392b"') == 1
+    assert "a gift with a ver…" in svg and "<title>a gift with a very long name indeed: 0 / 5</title>" in svg
