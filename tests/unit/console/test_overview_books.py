@@ -71,3 +71,18 @@ def test_what_is_left_is_red_only_when_nothing_is_and_long_labels_are_cut_with_t
                             "Stock", left=True))
     assert svg.count('fill="#c0392b"') == 1
     assert "a gift with a ver…" in svg and "<title>a gift with a very long name indeed: 0 / 5</title>" in svg
+
+
+def test_the_overview_shows_only_the_charts_the_persons_roles_may_read(tmp_path, tokens):
+    console, backend = make(tmp_path)
+    client = TestClient(console.app(), headers=EN)
+    sign_in(client, tokens["hr"])  # hr reads staff and books, not the tier feed nor the catalog
+    page = client.get("/overview")
+    assert page.status_code == 200, page.text
+    assert 'id="fill"' in page.text and 'data-role="WEALTH_MANAGER"' in page.text and "3 / 500" in page.text
+    for hidden in ('id="tiers"', 'id="stock"', 'id="budgets"'):
+        assert hidden not in page.text
+    assert {name for name, _, _ in backend.calls} == {"ListStaff", "GetBook"}
+    assert all(token == tokens["hr"] for _, token, _ in backend.calls)
+    sign_in(client, tokens["rule_admin"])  # no chart at all: no page
+    assert client.get("/overview").status_code == 403

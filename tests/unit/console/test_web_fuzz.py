@@ -52,7 +52,9 @@ def _client(tmp_path_factory):
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 GETS = ["/approvals?branch_id={}&page_token={}", "/books?staff_id={}&page_token={}", "/customers?customer_id={}&x={}",
         "/scores?period_id={}&role={}", "/scores/{}/staff/{}", "/scores/{}/csv?{}", "/rules/{}/{}",
-        "/rules/tiering/{}/diff?from={}&to=2", "/rules/tiering/{}/v/{}", "/operations?actor={}&page_token={}"]
+        "/rules/tiering/{}/diff?from={}&to=2", "/rules/tiering/{}/v/{}", "/operations?actor={}&page_token={}",
+        "/overview?{}={}", "/books?staff_id={}&group={}", "/books?unplaced_token={}&staff_token={}",
+        "/benefits?include_inactive={}&page_token={}", "/benefits/{}?{}"]
 POSTS = ["/approvals/{}/decide", "/customers/{}/change-requests", "/rules/tiering/{}/versions",
          "/rules/scoring/{}/v/1/simulate", "/rules/tiering/{}/v/2/test", "/rules/benefits/{}/v/3/publish", "/lang"]
 
