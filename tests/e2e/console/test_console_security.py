@@ -154,7 +154,11 @@ def test_a_person_without_the_role_neither_sees_nor_can_post_an_action(world, pe
                         data={"document": "name: x", "csrf_token": ops_csrf}).status_code == 403
 
     hr = person("hr")
-    assert hr.page.get_by_role("navigation").inner_text().split() == ["Books", "Scores"]  # as rbac.yaml says
+    assert hr.page.get_by_role("navigation").inner_text().split() == ["Overview", "Books", "Scores"]  # as rbac.yaml says
+    page = hr.go("/overview")  # the book fill hr may read; not the tier feed, stock or budgets
+    assert page.locator("#fill").count() == 1
+    assert page.locator("#tiers, #stock, #budgets").count() == 0
+    hr.check_page("overview-hr")
 
 
 def test_a_request_body_over_the_limit_is_refused(world):
