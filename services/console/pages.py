@@ -79,7 +79,15 @@ class Pages:
             rows.append({"r": r, "action": action, "tier": tiers.get(r.customer_id, ""),
                          "effects": views.effects(action, fill(r.from_staff_id), fill(r.to_staff_id)),
                          "own": r.requested_by == me.name})
-        return {"rows": rows, "branch": branch, "my_branch": my_branch, "next_token": next_token, "error": error}
+        lock_periods = []
+        if branch and self.access.can(me, "books.locks"):
+            try:  # the periods that lock this branch's books: why these requests wait for a decision
+                lock_periods = [p for p in self.backend.list_lock_periods(token, branch, 100).lock_periods
+                                if p.in_force]
+            except BackendError:
+                lock_periods = []
+        return {"rows": rows, "branch": branch, "my_branch": my_branch, "next_token": next_token, "error": error,
+                "lock_periods": lock_periods}
 
     async def decide(self, request: Request) -> Response:
         async def body(ctx: Ctx):

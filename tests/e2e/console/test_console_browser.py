@@ -43,6 +43,8 @@ def test_an_approver_approves_a_request_and_the_book_changes(world, person):
     approver.check_page("books")
 
     page = approver.go("/approvals")
+    # Why these wait for a decision: the lock period in force on the branch, with its dates.
+    assert "2026 (BR-1, 2026-01-01 – 2099-12-31)" in page.locator("#locked-by").inner_text()
     row = row_of(page, cr.change_request_id)
     text = row.inner_text()
     for expected in (customer, "WEALTH", "TRANSFER", f"{source} → {target}", "closer to the customer's office",
