@@ -276,8 +276,9 @@ REASONS: dict[str, tuple[str, str]] = {
                     "管户包处于锁包期，调整须经审批。"),
     "SELF_APPROVAL": ("You cannot decide a request you made yourself: another approver must do it.",
                       "不能审批自己提交的申请，须由其他审批人处理。"),
-    "NOT_APPROVER": ("You are not an approver of a branch above this customer's branch.",
-                     "您不是该客户所属机构上级分行的审批人。"),
+    "NOT_APPROVER": ("You are not an approver at the level this change needs (by default the branch, 分行) "
+                     "above the customer's home outlet.",
+                     "您不是该客户归属网点上级、所需层级（默认为分行）的审批人。"),
     "CONFLICT": ("It conflicts with a change already made; reload and look again.", "与已生效的调整冲突，请刷新后重试。"),
     "PERIOD_FINALIZED": ("The period is finalized: its results no longer change.", "考核期已定稿，结果不可更改。"),
     "RULESET_LOADING": ("The rules are still loading; try again in a moment.", "规则加载中，请稍后重试。"),

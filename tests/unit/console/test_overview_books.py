@@ -4,8 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+import pytest
+
 from services.console import charts, views
-from tests.unit.console.test_web_edge import EN, TestClient, make, sign_in, tokens  # noqa: F401 - fixture
+from services.console.backend import BackendError
+from tests.unit.console.test_web_edge import CSRF, EN, TestClient, make, sign_in, tokens  # noqa: F401 - fixture
 
 
 @dataclass
@@ -86,3 +89,29 @@ def test_the_overview_shows_only_the_charts_the_persons_roles_may_read(tmp_path,
     assert all(token == tokens["hr"] for _, token, _ in backend.calls)
     sign_in(client, tokens["rule_admin"])  # no chart at all: no page
     assert client.get("/overview").status_code == 403
+
+
+@pytest.mark.parametrize("reason, english, chinese", [
+    ("BOOK_FULL", "The receiving book is already at its maximum size.", "接收方管户包已达上限。"),
+    ("SELF_APPROVAL", "You cannot decide a request you made yourself", "不能审批自己提交的申请"),
+    ("NOT_APPROVER", "You are not an approver at the level this change needs", "所需层级（默认为分行）的审批人"),
+    ("BOOK_LOCKED", "The book is locked for the lock period", "管户包处于锁包期"),
+    ("ROLE_MISMATCH", "does not hold the role this book is for", "岗位与管户包岗位不符"),
+])
+def test_a_refused_decision_is_shown_in_words_in_both_languages(tmp_path, tokens, reason, english, chinese):
+    console, backend = make(tmp_path)
+
+    def refuse(token, change_request_id, approve, comment, request_id):
+        backend.calls.append(("Decide", token, change_request_id))
+        raise BackendError("FAILED_PRECONDITION", reason, "the service's own words")
+    backend.decide_change_request = refuse
+    for lang, words in (("en", english), ("zh", chinese)):
+        client = TestClient(console.app(), headers={"accept-language": lang})
+        sign_in(client, tokens["branch_approver"])
+        csrf = CSRF.search(client.get("/books").text).group(1)
+        answer = client.post("/approvals/CR-9/decide", data={"csrf_token": csrf, "decision": "approve",
+                                                             "comment": "ok"}, follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/approvals"
+        flash = client.get("/books").text
+        assert words in flash and f"[{reason}]" in flash and "the service&#39;s own words" in flash
+        assert ("Decide", tokens["branch_approver"], "CR-9") in backend.calls  # as the approver
