@@ -115,3 +115,30 @@ def test_a_refused_decision_is_shown_in_words_in_both_languages(tmp_path, tokens
         flash = client.get("/books").text
         assert words in flash and f"[{reason}]" in flash and "the service&#39;s own words" in flash
         assert ("Decide", tokens["branch_approver"], "CR-9") in backend.calls  # as the approver
+
+
+def test_unplaced_customers_and_the_branchs_books_are_paged_with_the_services_tokens(tmp_path, tokens):
+    from kequn.assignment.v1 import assignment_pb2 as apb
+
+    console, backend = make(tmp_path)
+    seen = []
+
+    def list_unplaced(token, branch_id, page_size=50, page_token=""):
+        seen.append(("ListUnplaced", page_token))
+        customer = "C-NEXT" if page_token == "u-2" else "C-FIRST"
+        return apb.ListUnplacedResponse(unplaced=[apb.Unplaced(customer_id=customer, reason="ALL_BOOKS_FULL")],
+                                        next_page_token="" if page_token else "u-2")
+
+    def list_staff(token, branch_id="", role="", page_size=50, page_token=""):
+        seen.append(("ListStaff", page_token))
+        return apb.ListStaffResponse(staff=[apb.Staff(staff_id="WM-1", role="WEALTH_MANAGER", active=True)],
+                                     next_page_token="" if page_token else "s-2")
+    backend.list_unplaced, backend.list_staff = list_unplaced, list_staff
+    client = TestClient(console.app(), headers=EN)
+    sign_in(client, tokens["branch_approver"])
+    first = client.get("/books?staff_id=WM-1").text
+    assert "C-FIRST" in first and "unplaced_token=u-2" in first and "staff_token=s-2" in first
+    second = client.get("/books?staff_id=WM-1&unplaced_token=u-2").text
+    assert "C-NEXT" in second and "C-FIRST" not in second
+    assert '<a href="/books?staff_id=WM-1&amp;unplaced_token=' not in second  # the last page links no further
+    assert ("ListUnplaced", "u-2") in seen
