@@ -108,10 +108,11 @@ def shares(items: list[tuple[str, int, int, str]], title: str, left: bool = Fals
         length = min(BAR_W, BAR_W * max(0, used) // total) if total > 0 else 0
         alarm = used <= 0 if left else total > 0 and used >= total
         colour = "#c0392b" if alarm else "#2e6fd8"
+        mark = ' fill="#c0392b" font-weight="bold"' if alarm else ""  # an empty bar still shows the alarm
         parts.append(f'<text x="{BAR_LABEL_W - 8}" y="{y + 16}" text-anchor="end" class="head">{e(_short(label))}</text>'
                      f'<rect x="{BAR_LABEL_W}" y="{y}" width="{BAR_W}" height="{BAR_H}" fill="#e6e9ef"><title>{e(label)}: {e(text)}</title></rect>'
                      f'<rect x="{BAR_LABEL_W}" y="{y}" width="{length}" height="{BAR_H}" fill="{colour}">'
                      f'<title>{e(label)}: {e(text)}</title></rect>'
-                     f'<text x="{BAR_LABEL_W + BAR_W + 6}" y="{y + 16}" class="value">{e(text)}</text>')
+                     f'<text x="{BAR_LABEL_W + BAR_W + 6}" y="{y + 16}" class="value"{mark}>{e(text)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

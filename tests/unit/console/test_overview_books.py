@@ -47,7 +47,7 @@ def test_charts_are_labelled_scaled_and_escaped():
     assert f'width="{charts.BAR_W}"' in svg and f'width="{charts.BAR_W // 2}"' in svg  # 4 is the peak, 2 half of it
     assert "<b>" not in svg and "&lt;b&gt;" in svg
     shares = str(charts.shares([("WM", 40, 40, "40 / 40"), ("LM", 1, 4, "1 / 4"), ("X", 3, 0, "3")], "Fill"))
-    assert shares.count('fill="#c0392b"') == 1  # only the full one is red
+    assert shares.count('height="22" fill="#c0392b"') == 1  # only the full one is red
     assert f'width="{charts.BAR_W // 4}"' in shares
 
 
@@ -72,7 +72,8 @@ def test_the_books_page_shows_lock_period_dates_unplaced_reasons_and_branch_book
 def test_what_is_left_is_red_only_when_nothing_is_and_long_labels_are_cut_with_the_whole_in_the_title():
     svg = str(charts.shares([("a gift with a very long name indeed", 0, 5, "0 / 5"), ("B", 5, 5, "5 / 5")],
                             "Stock", left=True))
-    assert svg.count('fill="#c0392b"') == 1
+    assert svg.count('height="22" fill="#c0392b"') == 1
+    assert svg.count('fill="#c0392b" font-weight="bold"') == 1  # its figures too: an empty bar is easy to miss
     assert "a gift with a ver…" in svg and "<title>a gift with a very long name indeed: 0 / 5</title>" in svg
 
 
