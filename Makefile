@@ -32,7 +32,7 @@ breaking-protos:
 
 # ---------------------------------------------------------------------------
 # Quick start
-#   make up      install into .venv, migrate, run all four services with demo data
+#   make up      install into .venv, migrate, run all four services with demo data, and the console
 #   make test    install into .venv and run the whole test suite
 #   make install just the install (editable, with the dev extras)
 # ---------------------------------------------------------------------------

@@ -47,7 +47,11 @@ for name in registry.SERVICES:
         f"{name}: Alembic migrations missing from the package"
 from services.rules.engine import default_engine    # the compiled durable-rules engine loads
 default_engine()
-print(f"build-steps: ok ({len(registry.SERVICES)} services, python {sys.version.split()[0]})")
+from services.console import web                     # the console: its templates and static files
+for needed in ("base.html", "overview.html", "books.html", "approvals.html"):
+    assert (web.HERE / "templates" / needed).exists(), f"console: template {needed} missing from the package"
+assert (web.HERE / "static" / "console.css").exists(), "console: static files missing from the package"
+print(f"build-steps: ok ({len(registry.SERVICES)} services and the console, python {sys.version.split()[0]})")
 PY
 
 # Bytecode for a read-only root filesystem (PYTHONDONTWRITEBYTECODE at run time).

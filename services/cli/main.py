@@ -21,6 +21,9 @@ from . import registry, rules_cmd, up  # noqa: E402
 
 
 def cmd_serve(args) -> int:
+    if args.service == "console":
+        from services.console.__main__ import main as console_main
+        return console_main()
     from services.rules.bootstrap import run_service
     return run_service(registry.spec(args.service))
 
@@ -60,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up.register(sub)
     p = sub.add_parser("serve", help="run one service in the foreground")
-    p.add_argument("service", choices=registry.SERVICES)
+    p.add_argument("service", choices=(*registry.SERVICES, "console"))
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("migrate", help="migrate databases and publish missing default rulesets")
     p.add_argument("services", nargs="*", help="only these (default: all)")

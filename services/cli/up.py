@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import ServiceConfig
+from services.console.config import ConsoleConfig
 
 from . import registry
 from .tokens import data_dir, dev_tokens_path, make_dev_tokens
@@ -38,9 +40,22 @@ def _healthy(target: str) -> bool:
         return False
 
 
+def _http_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def _serving(target: str) -> bool:
+    """A gRPC service answers its health check; the console (an http:// target) its /healthz."""
+    return _http_healthy(target) if target.startswith(("http://", "https://")) else _healthy(target)
+
+
 def _wait_healthy(name: str, process: subprocess.Popen, target: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not _healthy(target):
+    while not _serving(target):
         if process.poll() is not None:
             raise SystemExit(f"{name} exited with code {process.returncode} during start-up "
                              f"(see {data_dir() / 'logs' / (name + '.log')})")
@@ -136,7 +151,7 @@ class Supervisor:
             if child.restart_at is None:
                 code = child.process.poll()
                 if code is None:
-                    if not child.announced and _healthy(child.target):
+                    if not child.announced and _serving(child.target):
                         child.announced = True
                         self.say(f"{child.name} is serving again (pid {child.process.pid})")
                     continue
@@ -162,7 +177,7 @@ def cmd_up(args) -> int:
     os.environ.setdefault("KEQUN_DATA_DIR", str(data_dir()))
     tokens = make_dev_tokens()
     env = {**os.environ, "KEQUN_SERVICE_TOKEN": tokens["service"], "KEQUN_DEMO": "0" if args.no_demo else "1"}
-    names = args.services or list(registry.SERVICES)
+    names = args.services or [*registry.SERVICES, "console"]
     logs = data_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(env, logs, args.logs_here)
@@ -173,6 +188,11 @@ def cmd_up(args) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         for name in names:
+            if name == "console":  # the web console (services/console), after the services it calls
+                console = ConsoleConfig.from_env(env)
+                supervisor.start(name, console.url + "healthz")
+                print(f"  {name:<11} {console.url}   (sign in with a token below)", flush=True)
+                continue
             config = ServiceConfig.from_env(name)
             supervisor.start(name, f"{config.host}:{config.grpc_port}")
             print(f"  {name:<11} gRPC {config.host}:{config.grpc_port}   metrics "
@@ -185,6 +205,8 @@ def cmd_up(args) -> int:
               "rule_owner_1,\n`kequn rules approve RELEASE_ID --as rule_owner_2` releases it.")
         if not args.logs_here:
             print(f"\nLogs (one JSON line per RPC): {logs}/<service>.log; supervision: {logs}/up.log")
+        if "console" in supervisor.children:
+            print(f"\nConsole: {ConsoleConfig.from_env(env).url}  (sign in with one of the tokens above)")
         print("\nA service that dies is restarted; the others keep running. Press Ctrl-C to stop.", flush=True)
         stop = {"now": False}
 
@@ -204,8 +226,8 @@ def cmd_up(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("up", help="run all four services locally with demo data")
-    p.add_argument("services", nargs="*", help="only these (default: all)")
+    p = subparsers.add_parser("up", help="run all four services and the console locally with demo data")
+    p.add_argument("services", nargs="*", help="only these (default: all four and the console)")
     p.add_argument("--no-demo", action="store_true", help="do not load demo data")
     p.add_argument("--logs-here", action="store_true", help="print the services' logs here instead of to files")
     p.set_defaults(func=cmd_up)

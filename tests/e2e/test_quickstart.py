@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -26,6 +27,8 @@ def test_kequn_up_serves_demo_data_and_stops_cleanly_on_ctrl_c(tmp_path):
         env[f"KEQUN_{service.upper()}_GRPC_PORT"] = str(ports[service])
         env[f"KEQUN_{service.upper()}_METRICS_PORT"] = str(free_port())
         env[f"KEQUN_{service.upper()}_TARGET"] = f"127.0.0.1:{ports[service]}"
+    console_port = free_port()
+    env["KEQUN_CONSOLE_PORT"] = str(console_port)
     up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up"], env=env, cwd=tmp_path,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -44,6 +47,10 @@ def test_kequn_up_serves_demo_data_and_stops_cleanly_on_ctrl_c(tmp_path):
         # Two rule owners, so a four-eyes release can be requested by one and approved by the other.
         assert tokens["rule_owner_1"] in output and tokens["rule_owner_2"] in output
         assert "kequn rules approve RELEASE_ID --as rule_owner_2" in output
+        console = f"http://127.0.0.1:{console_port}/"
+        assert f"Console: {console}" in output  # the web console's URL
+        with urllib.request.urlopen(console + "signin", timeout=10) as page:
+            assert page.status == 200 and "csrf_token" in page.read().decode()
 
         stub = tiering_pb2_grpc.TieringServiceStub(dial(f"127.0.0.1:{ports['tiering']}", tokens["core_banking"]))
         deadline = time.monotonic() + 120
@@ -62,6 +69,8 @@ def test_kequn_up_serves_demo_data_and_stops_cleanly_on_ctrl_c(tmp_path):
         rest, _ = up.communicate(timeout=60)
     assert up.returncode == 0, rest
     assert "stopped." in rest
+    with pytest.raises(OSError):  # the console stopped too
+        urllib.request.urlopen(f"http://127.0.0.1:{console_port}/healthz", timeout=2)
     for service in ORDER:  # nothing left listening
         with pytest.raises(Exception):
             tiering_pb2_grpc.TieringServiceStub(dial(f"127.0.0.1:{ports[service]}")).GetCustomerTier(

@@ -120,3 +120,63 @@ def test_a_killed_service_is_restarted_and_the_others_keep_answering(tmp_path):
     assert "stopped." in output
     for service in SERVICES:  # nothing left serving
         assert not _serving(ports[service])
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def test_the_console_starts_last_on_its_healthz_and_is_restarted_when_killed(tmp_path):
+    env = {**os.environ, "KEQUN_DATA_DIR": str(tmp_path / "data")}
+    env.pop("KEQUN_TOKENS_FILE", None)
+    for service in ("tiering", "assignment", "scoring", "benefits"):
+        port = free_port()
+        env[f"KEQUN_{service.upper()}_GRPC_PORT"] = str(port)
+        env[f"KEQUN_{service.upper()}_METRICS_PORT"] = str(free_port())
+        env[f"KEQUN_{service.upper()}_TARGET"] = f"127.0.0.1:{port}"
+    console_port = free_port()
+    env["KEQUN_CONSOLE_PORT"] = str(console_port)
+    healthz = f"http://127.0.0.1:{console_port}/healthz"
+    up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--no-demo", "tiering", "console"],
+                          env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True)
+    reader.start()
+
+    def wait_for(text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                seen.append(lines.get(timeout=0.5))
+            except queue.Empty:
+                continue
+            if text in seen[-1]:
+                return seen[-1]
+        raise AssertionError(f"{text!r} not printed; output:\n{''.join(seen)}")
+
+    try:
+        wait_for("Press Ctrl-C to stop.", 180)
+        output = "".join(seen)
+        # Started after the service it calls, announced with its URL once /healthz answers.
+        assert output.index("  tiering ") < output.index(f"  console     http://127.0.0.1:{console_port}/")
+        assert f"Console: http://127.0.0.1:{console_port}/" in output
+        assert _http_ok(healthz)
+
+        victim = _pid_of(up.pid, "console")
+        os.kill(victim, signal.SIGKILL)
+        wait_for(f"console (pid {victim}) killed by signal SIGKILL", 30)
+        wait_for("console restarted", 30)
+        wait_for("console is serving again", 120)
+        assert _pid_of(up.pid, "console") != victim and _http_ok(healthz)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
+        reader.join(timeout=10)
+    assert up.returncode == 0
+    assert not _http_ok(healthz)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from services.common.config import DEFAULT_PORTS
+from services.console.config import DEFAULT_PORT as CONSOLE_PORT
 
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
@@ -47,7 +48,7 @@ def test_dockerfile_is_multi_stage_and_runs_as_non_root():
     assert copies and all("--from=build" in line for line in copies)
     assert any(line.startswith("ENTRYPOINT") and '"kequn"' in line for line in runtime)
     exposed = {int(p) for line in runtime if line.startswith("EXPOSE ") for p in line.split()[1:]}
-    assert exposed == {p for pair in DEFAULT_PORTS.values() for p in pair}
+    assert exposed == {p for pair in DEFAULT_PORTS.values() for p in pair} | {CONSOLE_PORT}
 
 
 def test_build_stage_runs_build_steps_on_what_it_copies():
@@ -74,7 +75,7 @@ def compose(require_tool):
 
 def test_compose_runs_postgres_migrations_services_prometheus_grafana(compose):
     services = compose["services"]
-    assert set(services) == {"postgres", "tokens", "migrate", *DEFAULT_PORTS, "prometheus", "grafana"}
+    assert set(services) == {"postgres", "tokens", "migrate", *DEFAULT_PORTS, "console", "prometheus", "grafana"}
     assert services["migrate"]["command"] == ["migrate"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name, (grpc_port, metrics_port) in DEFAULT_PORTS.items():
@@ -87,6 +88,17 @@ def test_compose_runs_postgres_migrations_services_prometheus_grafana(compose):
         assert published == {(grpc_port, grpc_port), (metrics_port, metrics_port)}
         env = service["environment"]
         assert env[f"KEQUN_{name.upper()}_DATABASE_URL"].endswith(f"@postgres:5432/kequn_{name}")
+        assert env[f"KEQUN_{name.upper()}_TARGET"] == f"{name}:{grpc_port}"
+
+
+def test_compose_runs_the_console_after_the_services_without_a_database_or_a_token(compose):
+    console = compose["services"]["console"]
+    assert console["command"] == ["serve", "console"] and console["read_only"] is True
+    assert {(int(p["target"]), int(p["published"])) for p in console["ports"]} == {(CONSOLE_PORT, CONSOLE_PORT)}
+    assert set(DEFAULT_PORTS) | {"tokens"} <= set(console["depends_on"])
+    env = console["environment"]
+    assert env["KEQUN_CONSOLE_PORT"] == str(CONSOLE_PORT) and "KEQUN_SERVICE_TOKEN" not in env
+    for name, (grpc_port, _) in DEFAULT_PORTS.items():
         assert env[f"KEQUN_{name.upper()}_TARGET"] == f"{name}:{grpc_port}"
 
 
@@ -109,9 +121,12 @@ def test_compose_mounts_existing_files(compose):
 
 def test_compose_prometheus_scrapes_the_compose_services():
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus-compose.yml").read_text())
-    (job,) = config["scrape_configs"]
-    targets = {sc["labels"]["service"]: sc["targets"] for sc in job["static_configs"]}
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {"kequn", "kequn-console"}
+    targets = {sc["labels"]["service"]: sc["targets"] for sc in jobs["kequn"]["static_configs"]}
     assert targets == {n: [f"{n}:{m}"] for n, (_, m) in DEFAULT_PORTS.items()}
+    (console,) = jobs["kequn-console"]["static_configs"]
+    assert console["targets"] == [f"console:{CONSOLE_PORT}"] and jobs["kequn-console"]["metrics_path"] == "/metrics"
 
 
 def _shell(entrypoint: list[str], args: list[str], data_dir: Path, bin_dir: Path) -> subprocess.CompletedProcess:

@@ -91,7 +91,7 @@ def test_base_has_what_operations_expect(base):
     kinds = {d["kind"] for d in base}
     assert {"Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
             "HorizontalPodAutoscaler", "Job"} <= kinds
-    assert set(_by_name(base, "Deployment")) == set(DEFAULT_PORTS)
+    assert set(_by_name(base, "Deployment")) == set(DEFAULT_PORTS) | {"console"}
     assert all(d["metadata"]["namespace"] == "kequn" for d in base if d["kind"] != "Namespace")
     assert {"NetworkPolicy", "ServiceMonitor", "PrometheusRule"}.isdisjoint(kinds), "components must be opt-in"
 
@@ -121,6 +121,23 @@ def test_deployment_probes_ports_and_security(base, name):
     # writable paths are volumes, the root filesystem stays read-only
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tmp", "/var/lib/kequn", "/etc/kequn/tokens"} <= mounts
+
+
+def test_console_deployment_serves_http_with_probes_and_no_database_or_token_of_its_own(base):
+    deployment = _by_name(base, "Deployment")["console"]
+    pod = _pod_spec(deployment)
+    (container,) = pod["containers"]
+    assert container["args"] == ["serve", "console"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    env = {e["name"] for e in container["env"]}
+    assert "KEQUN_SERVICE_TOKEN" not in env and not any(n.endswith("_DATABASE_URL") for n in env)
+    assert deployment["spec"]["replicas"] == 1  # sessions live in the process
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    assert "/etc/kequn/tokens" in {m["mountPath"] for m in container["volumeMounts"]}
 
 
 def test_config_map_references_resolve_and_point_the_services_at_each_other(base):
@@ -164,6 +181,10 @@ def test_services_pdbs_and_hpas_target_the_deployments(base):
     for name in deployments:
         assert f"{name}-pods" in _by_name(base, "Service")  # headless, for dns_sd
         assert _by_name(base, "Service")[f"{name}-pods"]["spec"]["clusterIP"] == "None"
+        if name == "console":  # one replica (in-memory sessions): no PDB to block a drain, no HPA
+            assert "console" not in _by_name(base, "PodDisruptionBudget")
+            assert "console" not in _by_name(base, "HorizontalPodAutoscaler")
+            continue
         pdb = _by_name(base, "PodDisruptionBudget")[name]
         assert _matches(pdb["spec"]["selector"]["matchLabels"], pod_labels[name])
         hpa = _by_name(base, "HorizontalPodAutoscaler")[name]
@@ -182,13 +203,18 @@ def test_migration_job_migrates_every_database(base):
 
 def test_prometheus_dns_discovery_matches_the_headless_services(base):
     config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus-k8s.yml").read_text())
-    (job,) = config["scrape_configs"]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "kequn"]
     services = _by_name(base, "Service")
     for sd in job["dns_sd_configs"]:
         (dns_name,) = sd["names"]
         service_name, namespace = dns_name.split(".")[:2]
         assert namespace == services[service_name]["metadata"]["namespace"]
         assert sd["port"] == DEFAULT_PORTS[service_name.removesuffix("-pods")][1]
+    (console,) = [j for j in config["scrape_configs"] if j["job_name"] == "kequn-console"]
+    (sd,) = console["dns_sd_configs"]
+    service_name = sd["names"][0].split(".")[0]
+    assert service_name == "console-pods" and services[service_name]["spec"]["clusterIP"] == "None"
+    assert sd["port"] == services["console"]["spec"]["ports"][0]["port"] == 8080
 
 
 def test_components_network_policies_and_service_monitor(full):
@@ -197,14 +223,24 @@ def test_components_network_policies_and_service_monitor(full):
     container_ports = {p["name"] for d in deployments.values() for p in _pod_spec(d)["containers"][0]["ports"]}
     policies = _by_name(full, "NetworkPolicy")
     assert policies["default-deny"]["spec"]["podSelector"] == {}
+    servers = [labels for labels in pod_labels if labels["app.kubernetes.io/component"] == "server"]
+    console = [labels for labels in pod_labels if labels["app.kubernetes.io/name"] == "console"]
     for policy in policies.values():
         selector = policy["spec"]["podSelector"].get("matchLabels", {})
-        assert all(_matches(selector, labels) for labels in pod_labels), policy["metadata"]["name"]
+        covered = [labels for labels in pod_labels if _matches(selector, labels)]
+        # A policy is for every server, for the console, or for all of kequn: never a selector that misses.
+        assert covered in (servers, console, pod_labels), policy["metadata"]["name"]
         for rule in policy["spec"].get("ingress", []) + policy["spec"].get("egress", []):
             for port in rule.get("ports", []):
                 assert isinstance(port["port"], int) or port["port"] in container_ports
+    assert _matches(policies["kequn-console-ingress"]["spec"]["podSelector"]["matchLabels"], console[0])
 
-    (monitor,) = _kind(full, "ServiceMonitor")
+    monitors = _by_name(full, "ServiceMonitor")
+    assert set(monitors) == {"kequn", "kequn-console"}
+    (web,) = [s for s in _kind(full, "Service")
+              if _matches(monitors["kequn-console"]["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
+    assert web["metadata"]["name"] == "console" and monitors["kequn-console"]["spec"]["endpoints"][0]["port"] == "http"
+    monitor = monitors["kequn"]
     selected = [s for s in _kind(full, "Service")
                 if _matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
     assert sorted(s["metadata"]["name"] for s in selected) == sorted(DEFAULT_PORTS)  # no double scrape

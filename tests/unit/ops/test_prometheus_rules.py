@@ -74,3 +74,13 @@ def test_scrape_configs_cover_the_four_services():
     (job,) = [j for j in k8s["scrape_configs"] if j["job_name"] == "kequn"]
     names = {n.split("-pods.")[0] for sd in job["dns_sd_configs"] for n in sd["names"]}
     assert names == set(services)
+
+
+def test_the_console_is_scraped_as_its_own_job_on_its_web_port():
+    static = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    (job,) = [j for j in static["scrape_configs"] if j["job_name"] == "kequn-console"]
+    assert [sc["targets"] for sc in job["static_configs"]] == [["127.0.0.1:8080"]]
+    k8s = yaml.safe_load((PROM / "prometheus-k8s.yml").read_text())
+    (job,) = [j for j in k8s["scrape_configs"] if j["job_name"] == "kequn-console"]
+    assert [(sd["names"], sd["port"]) for sd in job["dns_sd_configs"]] == [
+        (["console-pods.kequn.svc.cluster.local"], 8080)]
