@@ -326,13 +326,12 @@ REASONS: dict[str, tuple[str, str]] = {
     "STAFF_INACTIVE": ("The staff member is inactive and takes no new customers.", "该员工已停用，不接收新客户。"),
     "OUT_OF_SCOPE": ("The staff member is outside the units that may serve this customer.",
                      "该员工不在可服务该客户的机构范围内。"),
-    # release governance (issue 15; shown in words once its RPCs are in the console)
-    "NOT_DRAFT": ("Only a draft version can be released.", "只有草稿版本可以发布。"),
-    "RELEASE_NOT_PENDING": ("The release is no longer waiting for approval.", "该发布申请已不在待审批状态。"),
-    "RELEASE_CLOSED": ("The release is closed.", "该发布申请已关闭。"),
+    # release governance and explanations (issue 15)
     "TOO_LATE_TO_CANCEL": ("It is too late to cancel: the release is in force.", "发布已生效，无法撤销。"),
     "EFFECTIVE_FROM_TOO_SOON": ("The effective date is too soon.", "生效日期过早。"),
     "NO_POPULATION": ("There is no customer base to measure the impact on.", "没有可用于影响分析的客户数据。"),
+    "INPUT_NOT_STORED": ("This decision was made before inputs were kept, so it cannot be explained.",
+                         "该决策早于输入留存，无法解释。"),
 }
 
 # Why a customer is unplaced (assignment's Unplaced.reason) and why a change request exists (cause).

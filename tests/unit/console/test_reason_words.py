@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import grpc
+
 from services.common.testing import REPO_ROOT
 from services.console import i18n
 
@@ -30,6 +32,12 @@ def test_every_documented_reason_has_words_in_english_and_chinese():
         en, zh = i18n.reason_words(reason, "en"), i18n.reason_words(reason, "zh")
         assert en.strip() and zh.strip() and en != zh, reason
         assert re.search(r"[\u4e00-\u9fff]", zh), f"{reason}: the Chinese words have no Chinese"
+
+
+def test_no_words_for_a_reason_no_service_gives():
+    codes = {code.name for code in grpc.StatusCode}  # words for a bare status, e.g. a service that is down
+    stale = sorted(set(i18n.REASONS) - documented_reasons() - codes)
+    assert stale == [], f"words in services/console/i18n.py for reasons docs/errors.md does not list: {stale}"
 
 
 def test_an_unknown_reason_still_gets_words():
