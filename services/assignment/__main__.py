@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kequn.assignment.v1 import assignment_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2, tiering_pb2_grpc
+from services.common.audit_api import audit_servicer
 from services.rules.bootstrap import Servicer, ServiceContext, ServiceSpec, run_service
 
 from . import background
@@ -13,6 +14,7 @@ from .api import SERVICE_NAME, AssignmentApi
 from .demo import load_demo
 from .metrics import AssignmentMetrics
 from .rules_kind import KINDS
+from . import store
 from .service import AssignmentService
 
 HERE = Path(__file__).parent
@@ -30,7 +32,8 @@ def build(ctx: ServiceContext) -> list[Servicer]:
     follow = os.environ.get("KEQUN_ASSIGNMENT_FOLLOW_FEED", "1") != "0"
     background.start(ctx, service, metrics, open_stream if follow else None)
     return [Servicer(assignment_pb2_grpc.add_AssignmentServiceServicer_to_server, AssignmentApi(service),
-                     SERVICE_NAME)]
+                     SERVICE_NAME),
+            Servicer(*audit_servicer(ctx.db, store.audit_log, "assignment"))]
 
 
 SPEC = ServiceSpec(name="assignment", kinds=KINDS, rulesets_dir=HERE / "rulesets",

@@ -400,3 +400,98 @@ def chain_head(conn, table: Table) -> tuple[int, str]:
     heads = conn.execute(select(_heads_of(table)).order_by(_heads_of(table).c.bucket)).fetchall()
     digest = hashlib.sha256("".join(f"{b}:{seq}:{h};" for b, seq, h in heads).encode()).hexdigest()
     return int(count), digest
+
+
+# --- per-chain verification, bounded (AuditService.VerifyAuditChain) -------------------------
+
+OK, BROKEN, NOT_CHECKED = "ok", "broken", "not_checked"
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    bucket: int
+    state: str  # OK, BROKEN or NOT_CHECKED
+    checked: int  # records of this chain looked at
+    head_seq: int  # the chain's length according to its anchored head
+    bad_id: int | None = None  # BROKEN: first bad record, or the last one before a cut end
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class ChainsReport:
+    chains: list[ChainResult]
+    checked: int
+
+    @property
+    def complete(self) -> bool:
+        return all(c.state != NOT_CHECKED for c in self.chains)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.state == OK for c in self.chains)
+
+
+def verify_chains(conn, table: Table, *, out_of_time=lambda: False, max_records: int | None = None,
+                  batch: int = 2000) -> ChainsReport:
+    """Every chain on its own, legacy first: each record must follow its
+    predecessor and the chain must end exactly at its anchored head. Unlike
+    verify_audit it goes on past a broken chain, so each gets its verdict.
+    Bounded for a server: between batches it stops when `out_of_time()` or
+    after `max_records`, and the chains it did not finish are NOT_CHECKED."""
+    heads = {b: (seq, h) for b, seq, h in conn.execute(select(_heads_of(table)))}
+    buckets = sorted(set(heads) | {b for (b,) in conn.execute(select(table.c.bucket).distinct())})
+    # A bucket chain starts where the legacy chain's anchored head ends (see _lock_heads).
+    genesis = heads.get(LEGACY_BUCKET, (0, GENESIS))[1]
+    results: list[ChainResult] = []
+    total = 0
+    for bucket in buckets:
+        head_seq, head_hash = heads.get(bucket, (0, GENESIS if bucket == LEGACY_BUCKET else genesis))
+        if out_of_time() or (max_records is not None and total >= max_records):
+            results.append(ChainResult(bucket, NOT_CHECKED, 0, head_seq))
+            continue
+        prev, seq, last_id, checked, verdict = (GENESIS if bucket == LEGACY_BUCKET else genesis), 0, None, 0, None
+        while verdict is None:
+            size = batch if max_records is None else max(0, min(batch, max_records - total))
+            if size == 0 or (checked and out_of_time()):
+                verdict = ChainResult(bucket, NOT_CHECKED, checked, head_seq)
+                break
+            rows = conn.execute(select(table).where(table.c.bucket == bucket, table.c.seq > seq)
+                                .order_by(table.c.seq).limit(size)).fetchall()
+            if not rows:
+                break
+            for row in rows:
+                checked += 1
+                total += 1
+                if bucket not in heads:
+                    verdict = ChainResult(bucket, BROKEN, checked, 0, row.id, f"record {row.id} is in chain {bucket}, "
+                                          "which has no anchored head")
+                    break
+                if row.seq > head_seq:
+                    verdict = ChainResult(bucket, BROKEN, checked, head_seq, row.id,
+                                          f"record {row.id} (#{row.seq}) lies beyond the head of chain {bucket}, "
+                                          f"which ends at #{head_seq}")
+                    break
+                try:
+                    ok = row.seq == seq + 1 and row.prev_hash == prev and row.hash == record_hash(prev, _record_of(row))
+                except (ValueError, TypeError):  # before/after no longer JSON
+                    ok = False
+                if not ok:
+                    why = ("a record before it is missing" if row.seq != seq + 1
+                           else "its content or hash was changed" if row.prev_hash == prev
+                           else "it does not follow the record before it")
+                    verdict = ChainResult(bucket, BROKEN, checked, head_seq, row.id,
+                                          f"record {row.id} (#{row.seq}) of chain {bucket} does not verify: {why}")
+                    break
+                prev, seq, last_id = row.hash, row.seq, row.id
+        if verdict is None:
+            if (seq, prev) == (head_seq, head_hash):
+                verdict = ChainResult(bucket, OK, checked, head_seq)
+            else:
+                cut = seq < head_seq
+                where = f"after record {last_id} (#{seq})" if last_id is not None else "with no record left"
+                verdict = ChainResult(bucket, BROKEN, checked, head_seq, last_id,
+                                      f"chain {bucket} ends {where} but its anchored head says #{head_seq}"
+                                      + (": records were removed from its end" if cut else
+                                         ": its last record is not the one anchored"))
+        results.append(verdict)
+    return ChainsReport(results, total)

@@ -201,6 +201,12 @@ FIELDS: dict[str, dict[str, Bound]] = {
     # --- common ----------------------------------------------------------------------------
     "kequn.common.v1.SimulatedOutcome": {
         "customer_id": ID, "tier": CODE, "segments": Many(100, CODE), "flags": Many(100, CODE)},
+    # The audit trail on every service's port (AuditService): filters are the columns' widths.
+    "kequn.common.v1.ListAuditEventsRequest": {
+        "page_size": PAGE_SIZE, "page_token": PAGE_TOKEN, "subject": Str(300), "actor": AUDIT_FILTER,
+        "action": Str(100)},
+    # 0 = the server's limit; above it = the limit (services/common/audit_api.py).
+    "kequn.common.v1.VerifyAuditChainRequest": {"max_records": Int(0, INT64_MAX)},
 
     # --- rules (every service's rule store) ------------------------------------------------
     "kequn.rules.v1.ValidateRulesetRequest": {"document": DOCUMENT, "kind": RULESET_NAME},

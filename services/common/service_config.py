@@ -8,7 +8,7 @@ drift) and used by the suite's own channels (services.common.client.dial).
 Policy, per RPC, from its descriptor:
 - streaming RPCs (WatchTierChanges, the batches): no deadline, no retry —
   their callers resume by cursor or per item themselves;
-- reads (Get*, List*, Explain*; Validate*, Test*, Simulate* with a longer
+- reads (Get*, List*, Explain*; Validate*, Test*, Simulate*, Verify* with a longer
   deadline): retried on UNAVAILABLE;
 - mutations whose request has `request_id`: retried on UNAVAILABLE — the same
   request_id returns the first result, so a retry never applies twice
@@ -32,7 +32,7 @@ from google.protobuf import descriptor_pb2
 
 PATH_ENV = "KEQUN_GRPC_SERVICE_CONFIG"  # a JSON file replacing the built-in config
 READ_PREFIXES = ("Get", "List", "Explain")
-SLOW_READ_PREFIXES = ("Validate", "Test", "Simulate")
+SLOW_READ_PREFIXES = ("Validate", "Test", "Simulate", "Verify")
 READ_TIMEOUT, SLOW_READ_TIMEOUT, MUTATION_TIMEOUT = "10s", "60s", "30s"
 # Mutations that do a whole branch or period at once.
 LONG_MUTATIONS = {"RunAssignment": "600s", "CalculatePeriod": "600s", "FinalizePeriod": "120s",
@@ -97,13 +97,13 @@ def render(config: dict) -> str:
 def _contract_files() -> list[descriptor_pb2.FileDescriptorProto]:
     from kequn.assignment.v1 import assignment_pb2
     from kequn.benefits.v1 import benefits_pb2
-    from kequn.common.v1 import common_pb2
+    from kequn.common.v1 import audit_pb2, common_pb2
     from kequn.rules.v1 import rules_pb2
     from kequn.scoring.v1 import scoring_pb2
     from kequn.tiering.v1 import tiering_pb2
 
     out = []
-    for module in (assignment_pb2, benefits_pb2, common_pb2, rules_pb2, scoring_pb2, tiering_pb2):
+    for module in (assignment_pb2, audit_pb2, benefits_pb2, common_pb2, rules_pb2, scoring_pb2, tiering_pb2):
         proto = descriptor_pb2.FileDescriptorProto()
         module.DESCRIPTOR.CopyToProto(proto)
         out.append(proto)

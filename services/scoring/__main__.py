@@ -5,6 +5,7 @@ import gc
 from pathlib import Path
 
 from kequn.scoring.v1 import scoring_pb2_grpc
+from services.common.audit_api import audit_servicer
 from services.rules.bootstrap import Servicer, ServiceContext, ServiceSpec, run_service
 from services.scoring.api import SERVICE_NAME, ScoringApi
 from services.scoring.books import AssignmentBooks
@@ -12,6 +13,7 @@ from services.scoring.demo import load_demo
 from services.scoring.metrics import ScoringMetrics
 from services.scoring.rules_kind import KINDS
 from services.scoring.scorecards import RuleStoreScorecards
+from services.scoring import store
 from services.scoring.service import ScoringService
 
 HERE = Path(__file__).parent
@@ -37,7 +39,8 @@ def build_scoring(ctx: ServiceContext) -> ScoringService:
 def build(ctx: ServiceContext) -> list[Servicer]:
     tune_gc()
     return [Servicer(scoring_pb2_grpc.add_ScoringServiceServicer_to_server, ScoringApi(build_scoring(ctx)),
-                     SERVICE_NAME)]
+                     SERVICE_NAME),
+            Servicer(*audit_servicer(ctx.db, store.audit_log, "scoring"))]
 
 
 SPEC = ServiceSpec(name="scoring", kinds=KINDS, rulesets_dir=HERE / "rulesets", migrations_dir=HERE / "migrations",

@@ -5,6 +5,7 @@ import gc
 from pathlib import Path
 
 from kequn.tiering.v1 import tiering_pb2_grpc
+from services.common.audit_api import audit_servicer
 from services.rules.bootstrap import Servicer, ServiceContext, ServiceSpec, run_service
 
 from .api import SERVICE_NAME, TieringApi
@@ -12,6 +13,7 @@ from .demo import load_demo
 from .metrics import TieringMetrics
 from .population import TieringPopulation
 from .rules_kind import KINDS
+from . import store
 from .service import TieringService
 
 HERE = Path(__file__).parent
@@ -35,7 +37,8 @@ def build(ctx: ServiceContext) -> list[Servicer]:
     ctx.service = service  # type: ignore[attr-defined]  # the demo evaluates through it
     tune_gc()
     return [Servicer(tiering_pb2_grpc.add_TieringServiceServicer_to_server, TieringApi(service, ctx.stopping),
-                     SERVICE_NAME)]
+                     SERVICE_NAME),
+            Servicer(*audit_servicer(ctx.db, store.audit_log, "tiering"))]
 
 
 SPEC = ServiceSpec(

@@ -13,6 +13,7 @@ from google.protobuf import message_factory
 AREAS = ("tiering", "assignment", "scoring", "benefits", "rules")
 SERVICES = ("tiering", "assignment", "scoring", "benefits")
 RULES_SERVICE = "kequn.rules.v1.RuleStoreService"
+AUDIT_SERVICE = "kequn.common.v1.AuditService"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class Rpc:
 
 
 def _rpcs_of(area: str) -> list[Rpc]:
-    module = importlib.import_module(f"kequn.{area}.v1.{area}_pb2")
+    # "audit": the audit trail service of kequn.common.v1, on every service's port.
+    module = importlib.import_module("kequn.common.v1.audit_pb2" if area == "audit" else f"kequn.{area}.v1.{area}_pb2")
     out = []
     for service in module.DESCRIPTOR.services_by_name.values():
         for m in service.methods:
@@ -45,12 +47,12 @@ def _rpcs_of(area: str) -> list[Rpc]:
 
 
 def all_rpcs() -> list[Rpc]:
-    return [rpc for area in AREAS for rpc in _rpcs_of(area)]
+    return [rpc for area in (*AREAS, "audit") for rpc in _rpcs_of(area)]
 
 
 def rpcs_served_by(service: str) -> list[Rpc]:
-    """What one service's port serves: its own API and the rule store for its kinds."""
-    return _rpcs_of(service) + _rpcs_of("rules")
+    """What one service's port serves: its own API, the rule store for its kinds and its audit trail."""
+    return _rpcs_of(service) + _rpcs_of("rules") + _rpcs_of("audit")
 
 
 def is_mutation(rpc: Rpc) -> bool:
