@@ -483,6 +483,8 @@ def verify_chains(conn, table: Table, *, out_of_time=lambda: False, max_records:
                                           f"record {row.id} (#{row.seq}) of chain {bucket} does not verify: {why}")
                     break
                 prev, seq, last_id = row.hash, row.seq, row.id
+            if len(rows) < size:  # the chain's last batch
+                break
         if verdict is None:
             if (seq, prev) == (head_seq, head_hash):
                 verdict = ChainResult(bucket, OK, checked, head_seq)
