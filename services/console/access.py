@@ -13,6 +13,7 @@ T = "/kequn.tiering.v1.TieringService/"
 S = "/kequn.scoring.v1.ScoringService/"
 B = "/kequn.benefits.v1.BenefitsService/"
 R = "/kequn.rules.v1.RuleStoreService/"
+C = "/kequn.common.v1.AuditService/"  # every service's own audit trail
 
 # Actions: a name the HTTP edge and templates use -> the RPCs it calls.
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -42,7 +43,8 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "rules.simulate": (R + "SimulateRuleset",),
     "rules.publish": (R + "PublishRuleset",),
     "operations.rulesets": (R + "ListRulesets",),
-    "operations.audit": (A + "ListAuditEvents",),
+    "operations.audit": (C + "ListAuditEvents",),
+    "operations.verify": (C + "VerifyAuditChain",),
 }
 
 

@@ -25,6 +25,8 @@ from kequn.assignment.v1 import assignment_pb2 as apb
 from kequn.assignment.v1 import assignment_pb2_grpc as agrpc
 from kequn.benefits.v1 import benefits_pb2 as bpb
 from kequn.benefits.v1 import benefits_pb2_grpc as bgrpc
+from kequn.common.v1 import audit_pb2 as cpb
+from kequn.common.v1 import audit_pb2_grpc as cgrpc
 from kequn.rules.v1 import rules_pb2 as rpb
 from kequn.rules.v1 import rules_pb2_grpc as rgrpc
 from kequn.scoring.v1 import scoring_pb2 as spb
@@ -315,3 +317,16 @@ class Backend:
                         request_id: str) -> rpb.PublishRulesetResponse:
         return self._call(service, self.rules[service].PublishRuleset, rpb.PublishRulesetRequest(
             name=name, version=version, comment=comment, request_id=request_id), token, request_id)
+
+    # --- audit trail (kequn.common.v1.AuditService, on every service's port) ---------------
+    def list_service_audit(self, token: str, service: str, page_size: int = PAGE, page_token: str = "",
+                           actor: str = "", action: str = "", subject: str = "") -> cpb.ListAuditEventsResponse:
+        return self._call(service, cgrpc.AuditServiceStub(self._channels[service]).ListAuditEvents,
+                          cpb.ListAuditEventsRequest(page_size=page_size, page_token=page_token, actor=actor,
+                                                     action=action, subject=subject), token)
+
+    def verify_audit_chain(self, token: str, service: str) -> cpb.VerifyAuditChainResponse:
+        """Bounded by the service (our timeout is its deadline): chains it had no time for come back
+        NOT_CHECKED."""
+        return self._call(service, cgrpc.AuditServiceStub(self._channels[service]).VerifyAuditChain,
+                          cpb.VerifyAuditChainRequest(), token)

@@ -251,12 +251,12 @@ LABELS: dict[str, tuple[str, str]] = {
     # operations
     "health": ("Service health", "服务健康"),
     "in_force": ("Ruleset versions in force", "生效的规则版本"),
-    "audit": ("Audit trail (assignment)", "审计记录（管户）"),
+    "audit": ("Audit trail", "审计记录"),
     "actor": ("Who", "操作人"),
     "subject": ("Subject", "对象"),
-    "chain_note": ("Chain verification: run `kequn audit verify --service S` on the service host "
-                   "(the gRPC API does not expose the record hashes yet).",
-                   "哈希链校验：在服务主机上运行 `kequn audit verify --service S`（gRPC 接口尚未提供记录哈希）。"),
+    "chain_note": ("Each service keeps its records in hash chains anchored at their heads: "
+                   "'Verify chains' checks every record and where every chain ends.",
+                   "每个服务的审计记录组成锚定链头的哈希链：“校验哈希链”逐条检查记录及每条链的末端。"),
     "serving": ("serving", "正常"),
     "not_serving": ("not serving", "不可用"),
     "unreachable": ("unreachable", "无法连接"),
@@ -267,6 +267,30 @@ LABELS: dict[str, tuple[str, str]] = {
     "page_not_found": ("No such page.", "页面不存在。"),
     "too_large": ("What was sent is too large.", "提交内容过大。"),
     "error": ("Error", "错误"),
+    # operations: the audit trail of each service and its chain verification
+    "verify_chain": ("Verify chains", "校验哈希链"),
+    "verify_result": ("Chain verification of {service}", "{service} 的哈希链校验"),
+    "verify_ok": ("All {chains} chains are intact: {records} records checked, each chain ends at its anchored "
+                  "head.", "全部 {chains} 条链完好：已检查 {records} 条记录，每条链都止于其锚定的链头。"),
+    "verify_broken": ("BROKEN: {broken} of {chains} chains do not verify. Records were changed, removed or "
+                      "added outside the service.", "已损坏：{chains} 条链中有 {broken} 条未通过校验，"
+                      "有记录在服务之外被修改、删除或添加。"),
+    "verify_partial": ("Not finished: {unchecked} chains were not checked in the time allowed; run "
+                       "`kequn audit verify --service {service}` on its host.",
+                       "未完成：{unchecked} 条链未能在限定时间内检查，请在服务主机上运行 "
+                       "`kequn audit verify --service {service}`。"),
+    "verified_at": ("Verified at {at}; {count} records in the log; heads digest {digest}",
+                    "校验时间 {at}；日志共 {count} 条记录；链头摘要 {digest}"),
+    "chain": ("Chain", "链"),
+    "chain_legacy": ("legacy", "早期记录"),
+    "chain_state": ("State", "状态"),
+    "chain_ok": ("intact", "完好"),
+    "chain_broken": ("BROKEN", "已损坏"),
+    "chain_not_checked": ("not checked", "未检查"),
+    "records_checked": ("Records checked / length", "已检查 / 链长"),
+    "first_bad": ("First bad record", "首条异常记录"),
+    "problem": ("What is wrong", "问题"),
+    "event_id": ("Record", "记录"),
 }
 
 # google.rpc.ErrorInfo reasons (CONTRACT.md, second round) in words.

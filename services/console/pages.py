@@ -538,15 +538,24 @@ class Pages:
             self._need(ctx, "operations")
             q = request.query_params
             actor, action = (q.get("actor") or "").strip()[:128], (q.get("action") or "").strip()[:128]
+            service = q.get("service") if q.get("service") in SERVICES else "assignment"
             page_token = q.get("page_token", "")
+            verify = q.get("verify") == "1" and self.access.can(ctx.me, "operations.verify")
 
             def load():
                 out = {"health": {s: self.backend.health(s) for s in SERVICES}, **self._rulesets(ctx)}
                 try:
-                    page = self.backend.list_audit_events(ctx.token, 50, page_token, actor=actor, action=action)
+                    page = self.backend.list_service_audit(ctx.token, service, 50, page_token, actor=actor,
+                                                           action=action)
                     out.update(events=list(page.audit_events), next_token=page.next_page_token)
                 except BackendError as exc:
                     out["audit_error"] = error_dict(ctx, exc)
+                if verify:  # read-only, bounded by the service: a plain GET
+                    try:
+                        out["verdict"] = views.chain_verdict(self.backend.verify_audit_chain(ctx.token, service))
+                    except BackendError as exc:
+                        out["verify_error"] = error_dict(ctx, exc)
                 return out
-            return self.render(ctx, "operations.html", actor=actor, action=action, **await run_in_threadpool(load))
+            return self.render(ctx, "operations.html", actor=actor, action=action, service=service,
+                               services=SERVICES, **await run_in_threadpool(load))
         return await self._handle(request, body)

@@ -358,3 +358,42 @@ def budget_periods(today) -> list[str]:
 
 def today_shanghai(now: datetime | None = None):
     return (now or datetime.now(timezone.utc)).astimezone(SHANGHAI).date()
+
+
+# --- audit chain verification (Operations) ----------------------------------------------------
+
+@dataclass(frozen=True)
+class ChainRow:
+    bucket: int  # -1: the legacy chain
+    state: str  # "ok", "broken", "not_checked": the label chain_<state>
+    checked: int
+    length: int
+    bad_id: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    rows: list[ChainRow]
+    summary: str  # the label: verify_ok, verify_broken or verify_partial
+    broken: int
+    unchecked: int
+    records: int
+    record_count: int
+    verified_at: object
+    digest: str
+
+
+_CHAIN_STATES = {1: "ok", 2: "broken", 3: "not_checked"}
+
+
+def chain_verdict(reply) -> ChainVerdict:
+    """A VerifyAuditChainResponse in the page's terms; broken chains first, so none hides below the fold."""
+    rows = [ChainRow(c.bucket, _CHAIN_STATES.get(c.state, "not_checked"), c.records_checked, c.head_seq,
+                     c.first_bad_event_id, c.problem) for c in reply.chains]
+    rows.sort(key=lambda r: (r.state != "broken", r.bucket))
+    broken = sum(r.state == "broken" for r in rows)
+    unchecked = sum(r.state == "not_checked" for r in rows)
+    summary = "verify_broken" if broken else "verify_partial" if unchecked or not reply.complete else "verify_ok"
+    return ChainVerdict(rows, summary, broken, unchecked, reply.records_checked, reply.record_count,
+                        reply.verified_at, reply.heads_digest)
