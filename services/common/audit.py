@@ -32,6 +32,8 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -397,9 +399,7 @@ def chain_head(conn, table: Table) -> tuple[int, str]:
     """(number of records, digest of every chain's head): publish it
     elsewhere to detect a rewrite of the log together with its heads."""
     count = conn.execute(select(func.count()).select_from(table)).scalar_one()
-    heads = conn.execute(select(_heads_of(table)).order_by(_heads_of(table).c.bucket)).fetchall()
-    digest = hashlib.sha256("".join(f"{b}:{seq}:{h};" for b, seq, h in heads).encode()).hexdigest()
-    return int(count), digest
+    return int(count), heads_digest(conn, table)[1]
 
 
 # --- per-chain verification, bounded (AuditService.VerifyAuditChain) -------------------------
@@ -431,6 +431,39 @@ class ChainsReport:
         return all(c.state == OK for c in self.chains)
 
 
+@contextmanager
+def snapshot(engine) -> Iterator[Any]:
+    """A connection that sees the log and its heads as of one instant for a
+    whole walk: records a live service appends meanwhile would otherwise lie
+    "beyond the head" read at the start. PostgreSQL: a REPEATABLE READ
+    transaction; SQLite (WAL): a deferred read transaction."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+            yield conn
+    else:
+        with engine.connect().execution_options(sqlite_readonly=True) as conn, conn.begin():
+            yield conn
+
+
+def _headless_buckets(conn, table: Table, heads: dict) -> set[int]:
+    """Chains that have records but no head (a forgery, or a head deleted):
+    one index probe per possible bucket and one range probe for any other
+    number, never a scan of the log."""
+    found = {b for b in range(LEGACY_BUCKET, BUCKETS) if b not in heads and conn.execute(
+        select(table.c.id).where(table.c.bucket == b).limit(1)).first()}
+    strays = conn.execute(select(table.c.bucket).where((table.c.bucket < LEGACY_BUCKET) | (table.c.bucket >= BUCKETS))
+                          .order_by(table.c.bucket).limit(100)).scalars()
+    return found | set(strays)
+
+
+def heads_digest(conn, table: Table) -> tuple[int, str]:
+    """(records the heads account for, digest of every chain's head), from
+    the heads table only: the digest chain_head gives, without counting."""
+    heads = conn.execute(select(_heads_of(table)).order_by(_heads_of(table).c.bucket)).fetchall()
+    digest = hashlib.sha256("".join(f"{b}:{seq}:{h};" for b, seq, h in heads).encode()).hexdigest()
+    return sum(seq for _, seq, _ in heads), digest
+
+
 def verify_chains(conn, table: Table, *, out_of_time=lambda: False, max_records: int | None = None,
                   batch: int = 2000) -> ChainsReport:
     """Every chain on its own, legacy first: each record must follow its
@@ -439,7 +472,7 @@ def verify_chains(conn, table: Table, *, out_of_time=lambda: False, max_records:
     Bounded for a server: between batches it stops when `out_of_time()` or
     after `max_records`, and the chains it did not finish are NOT_CHECKED."""
     heads = {b: (seq, h) for b, seq, h in conn.execute(select(_heads_of(table)))}
-    buckets = sorted(set(heads) | {b for (b,) in conn.execute(select(table.c.bucket).distinct())})
+    buckets = sorted(set(heads) | _headless_buckets(conn, table, heads))
     # A bucket chain starts where the legacy chain's anchored head ends (see _lock_heads).
     genesis = heads.get(LEGACY_BUCKET, (0, GENESIS))[1]
     results: list[ChainResult] = []

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, Table, select
 from kequn.common.v1 import audit_pb2 as pb
 from kequn.common.v1 import audit_pb2_grpc
 
-from .audit import BROKEN, NOT_CHECKED, OK, chain_head, verify_chains
+from .audit import BROKEN, NOT_CHECKED, OK, heads_digest, snapshot, verify_chains
 from .paging import decode_token, encode_token, page_size, scope
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
@@ -75,10 +75,10 @@ class AuditApi(audit_pb2_grpc.AuditServiceServicer):
                                                                        remaining - VERIFY_MARGIN_SECONDS))
         stop_at = time.monotonic() + budget
         max_records = min(request.max_records or VERIFY_MAX_RECORDS, VERIFY_MAX_RECORDS)
-        with self.engine.connect() as conn:
+        with snapshot(self.engine) as conn:  # heads and records as of one instant, while appends go on
             report = verify_chains(conn, self.table, out_of_time=lambda: time.monotonic() >= stop_at,
                                    max_records=max_records)
-            count, digest = chain_head(conn, self.table)
+            count, digest = heads_digest(conn, self.table)
         return pb.VerifyAuditChainResponse(
             chains=[pb.ChainVerdict(bucket=c.bucket, state=_STATES[c.state], records_checked=c.checked,
                                     head_seq=c.head_seq,

@@ -13,7 +13,7 @@ import argparse
 
 from sqlalchemy import MetaData, inspect
 
-from services.common.audit import audit_table, chain_head, default_table_name, verify_audit
+from services.common.audit import audit_table, chain_head, default_table_name, snapshot, verify_audit
 from services.common.config import DEFAULT_PORTS, ServiceConfig
 from services.common.db import make_engine
 
@@ -25,7 +25,7 @@ def verify(database_url: str, table_name: str) -> tuple[int, str]:
         if not inspect(engine).has_table(table_name):
             return 2, f"no audit table {table_name} in {engine.url.render_as_string(hide_password=True)}"
         table = audit_table(MetaData(), table_name)
-        with engine.connect() as conn:
+        with snapshot(engine) as conn:  # the service may be appending meanwhile
             verdict = verify_audit(conn, table)
             count, head = chain_head(conn, table)
         if verdict.ok:

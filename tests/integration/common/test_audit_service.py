@@ -11,11 +11,11 @@ import dataclasses
 import grpc
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from kequn.common.v1 import audit_pb2 as pb
 from kequn.common.v1 import audit_pb2_grpc
-from services.common.audit import (BROKEN, LEGACY_BUCKET, NOT_CHECKED, OK, append_audit, bucket_of,
+from services.common.audit import (BROKEN, LEGACY_BUCKET, NOT_CHECKED, OK, append_audit, bucket_of, snapshot,
                                    verify_chains)
 from services.common.audit_api import audit_servicer
 from services.common.auth import Policy, TokenStore, bearer_metadata
@@ -188,3 +188,38 @@ def test_a_negative_record_budget_is_invalid_input(audited):
     with pytest.raises(grpc.RpcError) as info:
         _verify(stub, tokens, max_records=-1)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_records_appended_during_a_walk_are_not_taken_for_forgeries(audited):
+    """A live service appends while it verifies: the walk sees the heads and
+    the records as of one instant, so new records do not lie "beyond the head"."""
+    engine, stub, tokens = audited
+    appended = []
+
+    def append_meanwhile():  # called by the walk after it has read the heads
+        if not appended:
+            for i, subject in enumerate(SUBJECTS * 2):
+                with engine.begin() as conn:
+                    append_audit(conn, audit_log, actor="late", action="customer.retier", subject=subject,
+                                 after={"late": i})
+            appended.append(True)
+        return False
+    with snapshot(engine) as conn:
+        report = verify_chains(conn, audit_log, out_of_time=append_meanwhile)
+    assert appended and report.ok and report.complete and report.checked == RECORDS
+    assert _verify(stub, tokens).records_checked == RECORDS + 2 * len(SUBJECTS)  # the next walk sees them, intact
+
+
+def test_a_record_forged_into_a_chain_that_has_no_head_is_named(audited):
+    engine, stub, tokens = audited
+    with engine.begin() as conn:
+        model = conn.execute(select(audit_log).order_by(audit_log.c.id.desc())).first()._asdict()
+        model.pop("id")
+        forged = conn.execute(insert(audit_log).values(**{**model, "bucket": 99, "seq": 1})
+                              .returning(audit_log.c.id)).scalar_one()
+    answer = _verify(stub, tokens)
+    assert not answer.ok
+    chain = _chains(answer)[99]
+    assert chain.state == pb.CHAIN_STATE_BROKEN and chain.first_bad_event_id == str(forged)
+    assert "no anchored head" in chain.problem
+    assert [b for b, c in _chains(answer).items() if c.state != pb.CHAIN_STATE_OK] == [99]

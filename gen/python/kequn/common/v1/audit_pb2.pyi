@@ -260,8 +260,10 @@ class VerifyAuditChainResponse(_message.Message):
     """False when the deadline or record budget stopped the walk early."""
     records_checked: _builtins.int
     record_count: _builtins.int
-    """Records in the log and the sha256 digest of every chain's head: keep it
-    elsewhere to detect a rewrite of the log together with its heads.
+    """Records the anchored heads account for (the sum of the chains' lengths)
+    and the sha256 digest of every chain's head, as `kequn audit verify`
+    prints it: keep it elsewhere to detect a rewrite of the log together
+    with its heads.
     """
     heads_digest: _builtins.str
     @_builtins.property
