@@ -37,8 +37,21 @@ def _ts(value: datetime) -> Timestamp:
 
 
 def _json_or_empty(text: str) -> str:
-    """before_json/after_json as stored (canonical JSON); empty for null."""
-    return "" if json.loads(text) is None else text
+    """before_json/after_json as stored (canonical JSON); empty for null.
+    Text that is no longer JSON (a tampered row) is shown as it is."""
+    try:
+        return "" if json.loads(text) is None else text
+    except ValueError:
+        return text
+
+
+def _at(text: str) -> Timestamp | None:
+    """The stored instant; unset if a tampered row's is not one (the
+    listing still shows the row, VerifyAuditChain names it)."""
+    try:
+        return _ts(datetime.fromisoformat(text))
+    except (ValueError, OverflowError):
+        return None
 
 
 class AuditApi(audit_pb2_grpc.AuditServiceServicer):
@@ -63,7 +76,7 @@ class AuditApi(audit_pb2_grpc.AuditServiceServicer):
         more = len(rows) > limit
         rows = rows[:limit]
         return pb.ListAuditEventsResponse(audit_events=[pb.AuditEvent(
-            event_id=str(r.id), at=_ts(datetime.fromisoformat(r.at)), actor=r.actor, action=r.action,
+            event_id=str(r.id), at=_at(r.at), actor=r.actor, action=r.action,
             subject=r.subject, before_json=_json_or_empty(r.before_json), after_json=_json_or_empty(r.after_json),
             reason=r.reason, request_id=r.request_id, bucket=r.bucket, seq=r.seq, hash=r.hash,
             prev_hash=r.prev_hash) for r in rows],

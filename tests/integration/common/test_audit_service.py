@@ -105,6 +105,19 @@ def test_a_record_changed_in_sql_breaks_its_chain_naming_bucket_and_record(audit
     assert others and all(c.state == pb.CHAIN_STATE_OK for c in others)  # each chain gets its own verdict
 
 
+def test_a_row_mangled_beyond_json_is_still_listed_and_named(audited):
+    engine, stub, tokens = audited
+    victim = _chain_ids(engine, "customer/D")[0]
+    with engine.begin() as conn:
+        conn.execute(update(audit_log).where(audit_log.c.id == victim).values(after_json="{not json", at="yesterday"))
+    md = bearer_metadata(tokens["operations"])
+    listed = stub.ListAuditEvents(pb.ListAuditEventsRequest(subject="customer/D"), metadata=md, timeout=10)
+    row = next(e for e in listed.audit_events if e.event_id == str(victim))
+    assert row.after_json == "{not json" and not row.HasField("at")
+    broken = _chains(_verify(stub, tokens))[bucket_of("customer/D")]
+    assert broken.state == pb.CHAIN_STATE_BROKEN and broken.first_bad_event_id == str(victim)
+
+
 def test_a_deleted_last_record_is_an_anchor_mismatch_naming_the_chain(audited):
     engine, stub, tokens = audited
     ids = _chain_ids(engine, "customer/C")
