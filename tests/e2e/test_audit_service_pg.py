@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import MetaData, delete, select, update
 
 from kequn.assignment.v1 import assignment_pb2 as apb
@@ -50,6 +52,10 @@ def log_of(suite, service):
 
 def test_every_service_serves_and_verifies_its_own_trail(suite):
     for service in SERVICES:
+        assert suite.health(service, "kequn.common.v1.AuditService") == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(grpc.insecure_channel(suite.target(service)))
+        listed = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        assert "kequn.common.v1.AuditService" in {s.name for s in listed.list_services_response.service}
         answer = audit(suite, service).VerifyAuditChain(pb.VerifyAuditChainRequest(), timeout=T)
         assert answer.ok and answer.complete, (service, answer)
         assert answer.records_checked == answer.record_count and len(answer.heads_digest) == 64
