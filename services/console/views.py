@@ -217,7 +217,7 @@ class Matrix:
     def cells(self) -> list["Cell"]:
         """Every cell seen, row by row, with its count and example ids: the heat map's numbers
         in a form a table (and a screen reader) can show."""
-        return [Cell(r, c, self.counts[(r, c)], tuple(self.examples.get((r, c), ())))
+        return [Cell(r, c, self.counts[(r, c)], tuple(self.examples.get((r, c), ())), self.key)
                 for r in self.rows for c in self.cols if (r, c) in self.counts]
 
     @property
@@ -231,6 +231,7 @@ class Cell:
     dst: str
     count: int
     example_ids: tuple[str, ...] = ()
+    key: str = ""
 
     @property
     def moved(self) -> bool:
