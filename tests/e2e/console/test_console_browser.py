@@ -269,30 +269,38 @@ def test_sign_in_page_is_accessible_and_a_wrong_token_is_refused(browser, world)
         visitor.close()
 
 
-def test_a_rule_owner_publishes_a_version_and_operations_sees_it_in_force(world, person):
-    rules = world.rules("scoring", "rule_admin")
-    name = "scoring.remote_manager"
-    active = rules.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
-    draft = rules.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
-        name=name, document=active.document + "\n# reviewed by the console test\n", comment="same card, reviewed"
-    )).ruleset_version
-
+def test_a_rule_owner_publishes_where_the_policy_allows_and_requests_a_release_where_four_eyes_apply(world, person):
     owner = person("rule_admin")
-    page = owner.go(f"/rules/scoring/{name}/v/{draft.version}")
-    page.get_by_label("Comment").fill("release after review")
+    # A scorecard needs four eyes (DOMAIN.md §7): no single-step Publish, a release request instead.
+    scoring = world.rules("scoring", "rule_admin")
+    card = "scoring.remote_manager"
+    active_card = scoring.GetRuleset(rpb.GetRulesetRequest(name=card)).ruleset_version
+    draft_card = scoring.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
+        name=card, document=active_card.document + "\n# reviewed by the console test\n", comment="reviewed"
+    )).ruleset_version
+    page = owner.go(f"/rules/scoring/{card}/v/{draft_card.version}")
+    assert page.locator("#release-policy").inner_text() == "Four eyes: a second rule owner approves each release."
+    assert page.get_by_role("button", name="Publish").count() == 0
+    assert page.get_by_role("button", name="Request a release").count() == 1
+    owner.check_page("rule-four-eyes")
+
+    # Customer groups are released by one owner (their kind's policy): Publish is kept.
+    tiering = world.rules("tiering", "rule_admin")
+    name = "tiering.groups"
+    active = tiering.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
+    draft = tiering.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
+        name=name, document=active.document + "\n# reviewed by the console test\n", comment="same groups, reviewed"
+    )).ruleset_version
+    page = owner.go(f"/rules/tiering/{name}/v/{draft.version}")
+    assert page.locator("#release-policy").inner_text() == "Single step: a rule owner may publish directly."
+    page.get_by_label("Comment", exact=True).fill("release after review")
     page.get_by_role("button", name="Publish").click()
     page.wait_for_load_state()
-    now_active = rules.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
-    if page.locator(".flash.ok").count():
-        assert page.locator(".flash.ok").inner_text() == f"Version {draft.version} is now in force."
-        assert now_active.version == draft.version and now_active.published_by == "rule_admin"
-        assert "in force" in page.locator("#version-status").inner_text()
-        ops = person("operations")
-        in_force = ops.go("/operations").locator("#in-force").inner_text()
-        assert f"{name}\tscoring.scorecard\t{draft.version}" in in_force
-    else:  # a four-eyes policy (second round) refuses a single-step publish, in words
-        refusal = page.locator(".flash.error").first.inner_text()
-        assert "This ruleset needs a second person to release it." in refusal, refusal
-        assert now_active.version == active.version
-        owner.answered(400)
+    assert page.locator(".flash.ok").inner_text() == f"Version {draft.version} is now in force."
+    now_active = tiering.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
+    assert now_active.version == draft.version and now_active.published_by == "rule_admin"
+    assert "in force" in page.locator("#version-status").inner_text()
     owner.check_page("rule-published")
+    ops = person("operations")
+    in_force = ops.go("/operations").locator("#in-force").inner_text()
+    assert f"{name}\ttiering.customer_groups\t{draft.version}" in in_force
