@@ -199,7 +199,7 @@ def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on
     page.get_by_role("textbox", name="Sample").fill("\n".join(
         f'{{"customer_id": "S{i}", "annual_avg_aum_fen": {aum}}}'
         for i, aum in enumerate((500_000, 6_000_000, 30_000_000, 700_000_000))))
-    page.get_by_role("button", name="Simulate").click()
+    page.get_by_role("button", name="Simulate", exact=True).click()
     page.wait_for_load_state()
     assert "of 4 change" in page.locator("#simulation-summary").inner_text()
     heatmap = page.locator("svg.heatmap").first
@@ -222,8 +222,7 @@ def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on
     again = world.rules("tiering", "rule_admin").GetRuleset(rpb.GetRulesetRequest(name="tiering.tiers",
                                                                                   version=version + 1))
     assert again.ruleset_version.document == candidate
-    # Population impact and the release flow (request, second owner approves) need the
-    # second-round RPCs; publishing is still the single-step PublishRuleset.
+    # The population impact and the release flow: test_console_governance.py.
 
 
 def test_operations_customers_home_and_chinese_pages(world, person):
