@@ -251,7 +251,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "four_eyes_on": ("Four eyes: a second rule owner approves each release.", "四眼原则：每次发布须由另一位规则负责人审批。"),
     "four_eyes_off": ("Single step: a rule owner may publish directly.", "单人发布：规则负责人可直接发布。"),
     "request_release": ("Request a release", "申请发布"),
-    "request_release_help": ("A second rule owner approves it; with an effective date every replica switches at that instant.",
+    "request_release_help": ("A second rule owner approves it; with an effective date every replica switches "
+                             "at that instant.",
                              "由另一位规则负责人审批；设定生效时间后，所有副本在该时刻切换。"),
     "effective_from": ("Effective from (Asia/Shanghai, empty = on approval)", "生效时间（北京时间，空 = 审批即生效）"),
     "effective": ("Effective", "生效时间"),
@@ -279,7 +280,8 @@ LABELS: dict[str, tuple[str, str]] = {
                         "用候选版本评估全部已存客户的最新输入（不写入任何数据）。"),
     "population_branch": ("Only this branch (empty = all)", "仅此机构（空 = 全部）"),
     "run_population": ("Simulate on the stored population", "全量模拟"),
-    "population_summary": ("{changed} of {total} customers change; {skipped} skipped; against version {active} in force ({seconds} s).",
+    "population_summary": ("{changed} of {total} customers change; {skipped} skipped; "
+                           "against version {active} in force ({seconds} s).",
                            "{total} 位客户中 {changed} 位变化，跳过 {skipped} 位；对比生效版本 {active}（{seconds} 秒）。"),
     "population_migration": ("Population: version {candidate} against version {active} in force",
                              "全量：第 {candidate} 版相对生效版本 {active}"),
@@ -298,9 +300,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "downstream": ("Downstream impact", "下游影响"),
     "downstream_of": ("Of the {n} customers whose outcome changes, in dry runs of assignment and benefits.",
                       "针对结果变化的 {n} 位客户，在管户与权益服务中试运行。"),
-    "downstream_partial": ("More than {n} customers change: the downstream figures are left to `kequn rules simulate --population --impact`.",
+    "downstream_partial": ("More than {n} customers change: the downstream figures are left to "
+                           "`kequn rules simulate --population --impact`.",
                            "变化客户超过 {n} 位：下游影响请用 `kequn rules simulate --population --impact` 查看。"),
-    "books_impact": ("Books (assignment dry run: {known} known, {unknown} not yet)", "管户包（管户试运行：已知 {known} 位，未知 {unknown} 位）"),
+    "books_impact": ("Books (assignment dry run: {known} known, {unknown} not yet)",
+                     "管户包（管户试运行：已知 {known} 位，未知 {unknown} 位）"),
     "unplaced_impact": ("Customers unplaced, by branch and role", "无法分配的客户（按机构、角色）"),
     "new_manager_impact": ("Customers needing a new manager, by branch and role", "需更换客户经理的客户（按机构、角色）"),
     "as_stored": ("As stored", "现状"),
