@@ -42,6 +42,13 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "rules.test": (R + "TestRuleset",),
     "rules.simulate": (R + "SimulateRuleset",),
     "rules.publish": (R + "PublishRuleset",),
+    "rules.releases": (R + "ListReleases",),
+    "rules.request_release": (R + "RequestRelease",),
+    "rules.approve_release": (R + "ApproveRelease",),
+    "rules.reject_release": (R + "RejectRelease",),   # also cancels a scheduled release
+    "rules.population": (R + "SimulatePopulation",),
+    "rules.impact": (R + "SimulatePopulation", A + "SimulateTierChanges", B + "SimulateTierChanges"),
+    "customers.explain": (T + "ExplainDecision",),
     "operations.rulesets": (R + "ListRulesets",),
     "operations.audit": (C + "ListAuditEvents",),
     "operations.verify": (C + "VerifyAuditChain",),
@@ -55,9 +62,9 @@ class Page:
     any_of: tuple[str, ...] = ()  # and, if given, at least one of these
 
 
-# In the order of the navigation. What waits for RPCs not in the suite yet
-# (the release flow, population impact and ExplainDecision of issue 15) is left
-# out until they are (docs/console.md, "Not yet in the console").
+# In the order of the navigation. The release flow and population impact are
+# actions of the Rules pages; a decision's explanation (/decisions/<id>) is an
+# action of its own, linked from a customer's tier history.
 PAGES: tuple[Page, ...] = (
     Page("overview", (), ("overview.tiers", "overview.books", "overview.stock", "overview.budget")),
     Page("approvals", ("approvals.list", "approvals.approve")),

@@ -27,6 +27,7 @@ from kequn.benefits.v1 import benefits_pb2 as bpb
 from kequn.benefits.v1 import benefits_pb2_grpc as bgrpc
 from kequn.common.v1 import audit_pb2 as cpb
 from kequn.common.v1 import audit_pb2_grpc as cgrpc
+from kequn.common.v1 import common_pb2
 from kequn.rules.v1 import rules_pb2 as rpb
 from kequn.rules.v1 import rules_pb2_grpc as rgrpc
 from kequn.scoring.v1 import scoring_pb2 as spb
@@ -113,7 +114,8 @@ class Backend:
         for channel in self._channels.values():
             channel.close()
 
-    def _call(self, service: str, method, request, token: str, request_id: str | None = None):
+    def _call(self, service: str, method, request, token: str, request_id: str | None = None,
+              timeout: float | None = None):
         if not token:
             raise BackendError("UNAUTHENTICATED", "UNAUTHENTICATED", "not signed in")
         metadata = (("authorization", f"Bearer {token}"),
@@ -122,7 +124,7 @@ class Backend:
         name = (name.decode() if isinstance(name, bytes) else str(name)).rsplit("/", 1)[-1] or "?"
         start = time.perf_counter()
         try:
-            reply = method(request, metadata=metadata, timeout=self.timeout)
+            reply = method(request, metadata=metadata, timeout=max(timeout or 0, self.timeout))
         except grpc.RpcError as exc:
             error = BackendError.of(exc)
             self.stats.add(service, name, error.code, time.perf_counter() - start)
@@ -317,6 +319,75 @@ class Backend:
                         request_id: str) -> rpb.PublishRulesetResponse:
         return self._call(service, self.rules[service].PublishRuleset, rpb.PublishRulesetRequest(
             name=name, version=version, comment=comment, request_id=request_id), token, request_id)
+
+    # --- rule governance: releases, population impact, explanations -----------------------
+    def ruleset_summary(self, token: str, service: str, name: str) -> rpb.RulesetSummary | None:
+        """The ruleset's line in ListRulesets (its release policy: four eyes or not)."""
+        return next((r for r in self.list_rulesets(token, service) if r.name == name), None)
+
+    def list_releases(self, token: str, service: str, name: str = "", page_size: int = 20,
+                      page_token: str = "") -> rpb.ListReleasesResponse:
+        return self._call(service, self.rules[service].ListReleases, rpb.ListReleasesRequest(
+            name=name, page_size=page_size, page_token=page_token), token)
+
+    def request_release(self, token: str, service: str, name: str, version: int, effective_from, comment: str,
+                        request_id: str) -> rpb.Release:
+        """effective_from: an aware datetime, or None for "on approval"."""
+        request = rpb.RequestReleaseRequest(name=name, version=version, comment=comment, request_id=request_id)
+        if effective_from is not None:
+            request.effective_from.FromDatetime(effective_from)
+        return self._call(service, self.rules[service].RequestRelease, request, token, request_id)
+
+    def decide_release(self, token: str, service: str, release_id: str, approve: bool,
+                       comment: str) -> rpb.Release:
+        """Approve, or reject (a PENDING release) / cancel (an APPROVED one not yet in force)."""
+        stub = self.rules[service]
+        return self._call(service, stub.ApproveRelease if approve else stub.RejectRelease,
+                          rpb.DecideReleaseRequest(release_id=release_id, comment=comment), token)
+
+    def simulate_population(self, token: str, service: str, name: str, version: int, branch_id: str = "",
+                            include_changes: bool = False, timeout: float = 120.0, max_changes: int = 200_000
+                            ) -> tuple[rpb.PopulationSimulation, list[rpb.SimulatedItem], bool]:
+        """Waits for the stream's last message (progress before it is dropped): the result, the
+        changed items (with include_changes, at most max_changes kept) and whether all were kept."""
+        if not token:
+            raise BackendError("UNAUTHENTICATED", "UNAUTHENTICATED", "not signed in")
+        metadata = (("authorization", f"Bearer {token}"), (REQUEST_ID_HEADER, uuid.uuid4().hex))
+        start, changes, complete, result = time.perf_counter(), [], True, None
+        try:
+            for message in self.rules[service].SimulatePopulation(rpb.SimulatePopulationRequest(
+                    name=name, version=version, branch_id=branch_id, include_changes=include_changes),
+                    metadata=metadata, timeout=max(timeout, self.timeout)):
+                if message.done:
+                    result = message.result
+                for item in message.changes:
+                    if len(changes) < max_changes:
+                        changes.append(item)
+                    else:
+                        complete = False
+        except grpc.RpcError as exc:
+            error = BackendError.of(exc)
+            self.stats.add(service, "SimulatePopulation", error.code, time.perf_counter() - start)
+            raise error from None
+        self.stats.add(service, "SimulatePopulation", "OK", time.perf_counter() - start)
+        if result is None:
+            raise BackendError("UNAVAILABLE", "UNAVAILABLE", "the simulation ended without a result")
+        return result, changes, complete
+
+    def simulate_downstream(self, token: str, service: str, outcomes: list[dict], timeout: float = 120.0):
+        """The changed customers' simulated outcomes to assignment (books) or benefits (entitlements,
+        budgets) in a dry run, in batches of 1,000 like `kequn rules simulate --impact`."""
+        stub, request_type = ((self.assignment, apb.SimulateTierChangesRequest) if service == "assignment"
+                              else (self.benefits, bpb.SimulateTierChangesRequest))
+
+        def batches():
+            for begin in range(0, len(outcomes), 1000):
+                yield request_type(outcomes=[common_pb2.SimulatedOutcome(**o) for o in outcomes[begin:begin + 1000]])
+        return self._call(service, stub.SimulateTierChanges, batches(), token, timeout=timeout)
+
+    def explain_decision(self, token: str, decision_id: str) -> tpb.DecisionExplanation:
+        return self._call("tiering", self.tiering.ExplainDecision,
+                          tpb.ExplainDecisionRequest(decision_id=decision_id), token)
 
     # --- audit trail (kequn.common.v1.AuditService, on every service's port) ---------------
     def list_service_audit(self, token: str, service: str, page_size: int = PAGE, page_token: str = "",

@@ -34,6 +34,8 @@ class ConsoleConfig:
     https_key: Path | None = None
     cookie_secure: str = "auto"
     call_timeout_seconds: float = 10.0
+    # SimulatePopulation (and the downstream dry runs) take longer than a call: the page waits this long.
+    simulation_timeout_seconds: float = 120.0
     max_body_bytes: int = 2 * 1024 * 1024
     log_level: str = "INFO"
 
@@ -74,6 +76,7 @@ class ConsoleConfig:
             https_key=Path(key) if key else None,
             cookie_secure=secure,
             call_timeout_seconds=_float(env, SERVICE, "CALL_TIMEOUT_SECONDS", 10.0),
+            simulation_timeout_seconds=_float(env, SERVICE, "SIMULATION_TIMEOUT_SECONDS", 120.0),
             max_body_bytes=_int(env, SERVICE, "MAX_BODY_BYTES", 2 * 1024 * 1024, 1024),
             log_level=level,
         )

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime, timezone
+
+from google.protobuf.json_format import MessageToDict
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -23,6 +26,9 @@ GROUP_CODES = ("PAYROLL", "MERCHANT")
 # Tiers in the order of the ladder (services/tiering/rulesets/tiers.yaml); others follow by name.
 TIER_ORDER = ("PRIVATE_BANKING", "WEALTH", "AFFLUENT", "LONG_TAIL", "MASS")
 MAX_OVERVIEW_STAFF = 2000  # book fill by role reads at most this many books per page view
+# The downstream dry runs get every changed customer; past this many the console stops and says so
+# (`kequn rules simulate --population --impact` has no such bound).
+MAX_IMPACT_CHANGES = 200_000
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 
@@ -410,8 +416,55 @@ class Pages:
         async def body(ctx: Ctx):
             self._need(ctx, "rules")
             service, name = self._service(request), request.path_params["name"]
-            return self.render(ctx, "ruleset.html", service=service, name=name,
-                               **await run_in_threadpool(self._versions, ctx, service, name))
+            releases_token = request.query_params.get("releases_token", "")[:512]
+
+            def load():
+                return {**self._versions(ctx, service, name), **self._releases(ctx, service, name, releases_token)}
+            return self.render(ctx, "ruleset.html", service=service, name=name, **await run_in_threadpool(load))
+        return await self._handle(request, body)
+
+    def _releases(self, ctx: Ctx, service: str, name: str, page_token: str = "", version: int | None = None) -> dict:
+        """The ruleset's release policy and its releases (newest request first, paged; on a version's
+        page only that version's), with what this person may do with each."""
+        out: dict = {}
+        try:
+            summary = self.backend.ruleset_summary(ctx.token, service, name)
+            out["four_eyes"] = bool(summary and summary.four_eyes)
+        except BackendError as exc:
+            out["policy_error"] = error_dict(ctx, exc)
+        if not self.access.can(ctx.me, "rules.releases"):
+            return out
+        try:
+            page = self.backend.list_releases(ctx.token, service, name, 100 if version else 20, page_token)
+        except BackendError as exc:
+            out["releases_error"] = error_dict(ctx, exc)
+            return out
+        found = [r for r in page.releases if version is None or r.version == version]
+        out["releases"] = views.release_rows(found, ctx.me.name, self.access.can(ctx.me, "rules.approve_release"),
+                                             self.access.can(ctx.me, "rules.reject_release"))
+        out["releases_next"] = "" if version else page.next_page_token
+        return out
+
+    async def decide_release(self, request: Request) -> Response:
+        """A second rule owner approves or rejects a PENDING release; an APPROVED one whose instant
+        is ahead is cancelled (RejectRelease). The service says no with SELF_APPROVAL, WRONG_STATE,
+        TOO_LATE_TO_CANCEL..., shown in words."""
+        async def body(ctx: Ctx):
+            form = await self._form(ctx)
+            service, name = self._service(request), request.path_params["name"]
+            release_id, decision = request.path_params["release_id"][:64], request.path_params["decision"]
+            if decision not in ("approve", "reject", "cancel"):
+                raise Refused(404, "page_not_found")
+            approve = decision == "approve"
+            self._need(ctx, "rules", "rules.approve_release" if approve else "rules.reject_release")
+            comment = str(form.get("comment") or "").strip()[:500]
+            try:
+                await run_in_threadpool(self.backend.decide_release, ctx.token, service, release_id, approve, comment)
+                ctx.session.flash("ok", ctx.t(f"release_{decision}_msg", id=release_id))
+            except BackendError as exc:
+                words = i18n.reason_words(exc.reason, ctx.lang)
+                ctx.session.flash("error", f"{ctx.t('refused')} ({release_id}): {words} [{exc.reason}] {exc.message}")
+            return self.redirect(ctx, f"/rules/{service}/{urlquote(name)}#releases")
         return await self._handle(request, body)
 
     def _versions(self, ctx: Ctx, service: str, name: str) -> dict:
@@ -480,11 +533,14 @@ class Pages:
         return await self._handle(request, body)
 
     def _version(self, ctx: Ctx, service: str, name: str, version: int, **extra) -> dict:
-        out = {"service": service, "name": name, "version": version, **extra}
+        out = {"service": service, "name": name, "version": version, "min_effective":
+               views.shanghai_local_input(datetime.now(timezone.utc)), **extra}
         try:
             out["rv"] = self.backend.get_ruleset(ctx.token, service, name, version)
         except BackendError as exc:
             out["error"] = error_dict(ctx, exc)
+            return out
+        out.update(self._releases(ctx, service, name, version=version))
         return out
 
     async def version_op(self, request: Request) -> Response:
@@ -492,11 +548,34 @@ class Pages:
             form = await self._form(ctx)
             service, name = self._service(request), request.path_params["name"]
             version, op = request.path_params["version"], request.path_params["op"]
-            if op not in ("test", "simulate", "publish"):
+            if op not in ("test", "simulate", "publish", "population", "request_release"):
                 raise Refused(404, "page_not_found")
             self._need(ctx, "rules", f"rules.{op}")
             extra: dict = {}
-            if op == "test":
+            if op == "request_release":
+                comment = str(form.get("release_comment") or "").strip()[:500]
+                when = str(form.get("effective_from") or "")[:32]
+                extra.update(release_comment=comment, effective_from=when)
+                try:
+                    effective = views.shanghai_local_to_utc(when)
+                    created = await run_in_threadpool(self.backend.request_release, ctx.token, service, name, version,
+                                                      effective, comment, uuid.uuid4().hex)
+                    ctx.session.flash("ok", ctx.t("release_requested_msg", id=created.release_id,
+                                                  when=views.timestamp(created.effective_from) or ctx.t("on_approval")))
+                    return self.redirect(ctx, f"/rules/{service}/{urlquote(name)}/v/{version}#releases")
+                except views.LocalTimeError:
+                    extra["op_error"] = {"kind": "error", "text": ctx.t("bad_effective_from"),
+                                         "reason": "INVALID_INPUT", "detail": "", "violations": []}
+                except BackendError as exc:
+                    extra["op_error"] = error_dict(ctx, exc)
+            elif op == "population":
+                branch_id = str(form.get("branch_id") or "").strip()[:64]
+                extra["branch_id"] = branch_id
+                try:
+                    extra.update(await run_in_threadpool(self._population, ctx, service, name, version, branch_id))
+                except BackendError as exc:
+                    extra["op_error"] = error_dict(ctx, exc)
+            elif op == "test":
                 try:
                     extra["test"] = await run_in_threadpool(self.backend.test_ruleset, ctx.token, service, name,
                                                             version)
@@ -530,6 +609,55 @@ class Pages:
             status = 200 if "op_error" not in extra else 400
             return self.render(ctx, "version.html", status, **await run_in_threadpool(
                 lambda: self._version(ctx, service, name, version, **extra)))
+        return await self._handle(request, body)
+
+    def _population(self, ctx: Ctx, service: str, name: str, version: int, branch_id: str) -> dict:
+        """SimulatePopulation, waited for here; for a tiering candidate (tier scheme, groups) also the
+        downstream dry runs in assignment and benefits with the changed customers, as the CLI does."""
+        timeout = self.config.simulation_timeout_seconds
+        downstream = service == "tiering" and self.access.can(ctx.me, "rules.impact")
+        result, changes, complete = self.backend.simulate_population(
+            ctx.token, service, name, version, branch_id, include_changes=downstream, timeout=timeout,
+            max_changes=MAX_IMPACT_CHANGES)
+        mats = views.matrices(result.transitions)
+        out = {"population": result, "pop_matrices": [(m, charts.heatmap(
+            m, f"{m.key}: {ctx.t('population_migration', active=result.active_version or '-', candidate=version)}",
+            f"v{result.active_version or '-'}", f"v{version}")) for m in mats],
+            "pop_codes": views.code_rows(result.code_changes), "pop_branches": views.branch_rows(result.branches),
+            "impact_errors": {}}
+        if not downstream:
+            return out
+        if not complete:
+            out["impact_partial"] = MAX_IMPACT_CHANGES
+            return out
+        outcomes = views.simulated_outcomes(changes)
+        out["impact_customers"] = len(outcomes)
+        for target in ("assignment", "benefits"):
+            try:
+                out["impact_" + target] = self.backend.simulate_downstream(ctx.token, target, outcomes, timeout)
+            except BackendError as exc:
+                out["impact_errors"][target] = error_dict(ctx, exc)
+        books = out.get("impact_assignment")
+        if books is not None:
+            out["impact_unplaced"] = views.impact_rows(books.unplaced)
+            out["impact_new_manager"] = views.impact_rows(books.new_manager)
+        return out
+
+    # --- a decision explained ----------------------------------------------------------------
+    async def explain(self, request: Request) -> Response:
+        async def body(ctx: Ctx):
+            self._need(ctx, None, "customers.explain")
+            decision_id = request.path_params["decision_id"][:128]
+
+            def load():
+                try:
+                    found = self.backend.explain_decision(ctx.token, decision_id)
+                except BackendError as exc:
+                    return {"error": error_dict(ctx, exc)}
+                return {"x": found, "snapshot": views.snapshot_fields(
+                    MessageToDict(found.snapshot, preserving_proto_field_name=True))}
+            data = await run_in_threadpool(load)
+            return self.render(ctx, "explain.html", 200 if "x" in data else 404, decision_id=decision_id, **data)
         return await self._handle(request, body)
 
     # --- operations ----------------------------------------------------------------------

@@ -207,10 +207,35 @@ class Matrix:
     rows: list[str] = field(default_factory=list)
     cols: list[str] = field(default_factory=list)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    # SimulatePopulation: a few ids of each cell (SimulateRuleset sends none).
+    examples: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     @property
     def peak(self) -> int:
         return max(self.counts.values(), default=0)
+
+    def cells(self) -> list["Cell"]:
+        """Every cell seen, row by row, with its count and example ids: the heat map's numbers
+        in a form a table (and a screen reader) can show."""
+        return [Cell(r, c, self.counts[(r, c)], tuple(self.examples.get((r, c), ())), self.key)
+                for r in self.rows for c in self.cols if (r, c) in self.counts]
+
+    @property
+    def changed(self) -> int:
+        return sum(n for (r, c), n in self.counts.items() if r != c)
+
+
+@dataclass(frozen=True)
+class Cell:
+    src: str
+    dst: str
+    count: int
+    example_ids: tuple[str, ...] = ()
+    key: str = ""
+
+    @property
+    def moved(self) -> bool:
+        return self.src != self.dst
 
 
 NONE_OUTCOME = "—"
@@ -227,6 +252,10 @@ def matrices(transitions) -> list[Matrix]:
         if dst not in m.cols:
             m.cols.append(dst)
         m.counts[(src, dst)] = m.counts.get((src, dst), 0) + int(t.count)
+        ids = list(getattr(t, "example_ids", ()) or ())
+        if ids:
+            kept = m.examples.setdefault((src, dst), [])
+            kept.extend(i for i in ids if i not in kept)
     for m in by_key.values():
         m.rows.sort()
         m.cols.sort()
@@ -358,6 +387,150 @@ def budget_periods(today) -> list[str]:
 
 def today_shanghai(now: datetime | None = None):
     return (now or datetime.now(timezone.utc)).astimezone(SHANGHAI).date()
+
+
+# --- rule governance: releases, population impact -----------------------------------------
+
+class LocalTimeError(ValueError):
+    """An effective date that is not a local date-time."""
+
+
+LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
+
+
+def shanghai_local_to_utc(text: str) -> datetime | None:
+    """What a datetime-local input sent ("2026-03-01T09:30", read as Asia/Shanghai wall time) as
+    the exact UTC instant; None for an empty field (= on approval). China has no DST, so every
+    local time names exactly one instant."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    for fmt in LOCAL_FORMATS:
+        try:
+            local = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return local.replace(tzinfo=SHANGHAI).astimezone(timezone.utc)
+    raise LocalTimeError(text)
+
+
+def shanghai_local_input(now: datetime) -> str:
+    """An instant as a datetime-local value in Asia/Shanghai (the form's lower bound)."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    return now.astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """One release as the page lists it, and what this person may do with it."""
+    release: object
+    status: str
+    mine: bool            # I requested it: approving would be SELF_APPROVAL (the service says so)
+    can_decide: bool      # PENDING: approve or reject
+    can_cancel: bool      # APPROVED with an effective date still ahead: cancel
+
+
+def release_rows(releases, me: str, can_approve: bool, can_reject: bool,
+                 now: datetime | None = None) -> list[ReleaseRow]:
+    """Releases newest first as the service sent them. Approve/reject are offered on PENDING ones
+    (also to the requester: the service's SELF_APPROVAL refusal is then shown in words), cancel
+    on APPROVED ones whose instant is still ahead (the service enforces its lead time)."""
+    now = now or datetime.now(timezone.utc)
+    rows = []
+    for r in releases:
+        status = enum_of(r, "status")
+        effective = getattr(r, "effective_from", None)
+        seconds = getattr(effective, "seconds", 0) if effective is not None else 0
+        ahead = bool(seconds) and datetime.fromtimestamp(seconds, timezone.utc) > now
+        rows.append(ReleaseRow(r, status, r.requested_by == me,
+                               can_decide=status == "PENDING" and (can_approve or can_reject),
+                               can_cancel=status == "APPROVED" and ahead and can_reject))
+    return rows
+
+
+@dataclass(frozen=True)
+class CodeRow:
+    outcome_key: str
+    code: str
+    gained: int
+    lost: int
+    gained_example_ids: tuple[str, ...]
+    lost_example_ids: tuple[str, ...]
+
+
+def code_rows(code_changes) -> list[CodeRow]:
+    """Groups and flags gained and lost, sorted by outcome key then code."""
+    return sorted((CodeRow(c.outcome_key, c.code, int(c.gained), int(c.lost), tuple(c.gained_example_ids),
+                           tuple(c.lost_example_ids)) for c in code_changes),
+                  key=lambda c: (c.outcome_key, c.code))
+
+
+@dataclass(frozen=True)
+class BranchRow:
+    branch_id: str
+    total: int
+    changed: int
+    moves: list[Cell]          # only cells whose outcome changes
+    codes: list[CodeRow]
+
+
+def branch_rows(branches) -> list[BranchRow]:
+    """The per-branch breakdown: each branch's moved cells (unchanged ones are its total minus
+    changed) and its groups gained and lost."""
+    out = []
+    for b in branches:
+        moves = [c for m in matrices(b.transitions) for c in m.cells() if c.moved]
+        out.append(BranchRow(b.branch_id or NONE_OUTCOME, int(b.total), int(b.changed), moves,
+                             code_rows(b.code_changes)))
+    return out
+
+
+@dataclass(frozen=True)
+class ImpactRow:
+    """Customers per (branch, role[, reason]) as stored and with the candidate."""
+    branch_id: str
+    role: str
+    reason: str
+    baseline: int
+    candidate: int
+
+    @property
+    def delta(self) -> int:
+        return self.candidate - self.baseline
+
+
+def impact_rows(rows) -> list[ImpactRow]:
+    return sorted((ImpactRow(r.branch_id, r.role, getattr(r, "reason", ""), int(r.baseline), int(r.candidate))
+                   for r in rows), key=lambda r: (r.branch_id, r.role, r.reason))
+
+
+def simulated_outcomes(changes) -> list[dict]:
+    """SimulatePopulation's changed items as the fields of kequn.common.v1.SimulatedOutcome, the way
+    `kequn rules simulate --impact` sends them downstream (groups only when they changed)."""
+    out = []
+    for c in changes:
+        codes = c.codes
+        out.append({"customer_id": c.id, "tier": c.outcome.get("tier", ""), "groups_changed": bool(codes),
+                    "segments": list(codes["segments"].codes) if "segments" in codes else [],
+                    "flags": list(codes["flags"].codes) if "flags" in codes else []})
+    return out
+
+
+def snapshot_fields(snapshot: dict) -> list[tuple[str, str]]:
+    """A stored input (a CustomerSnapshot as a dict of its set fields) as (field, value) lines in
+    field-name order: amounts in fen also in yuan (exact), nested values as compact JSON."""
+    rows = []
+    for key in sorted(snapshot):
+        value = snapshot[key]
+        if key.endswith("_fen") and isinstance(value, (int, str)) and str(value).lstrip("-").isdigit():
+            text = f"{int(value)} ({yuan(int(value))})"
+        elif isinstance(value, (dict, list)):
+            text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
+        else:
+            text = str(value)
+        rows.append((key, text))
+    return rows
 
 
 # --- audit chain verification (Operations) ----------------------------------------------------

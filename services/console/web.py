@@ -116,6 +116,8 @@ class Console(Pages):
             Route("/rules/{service}/{name}/versions", self.upload, methods=["POST"]),
             Route("/rules/{service}/{name}/v/{version:int}", self.version),
             Route("/rules/{service}/{name}/v/{version:int}/{op}", self.version_op, methods=["POST"]),
+            Route("/rules/{service}/{name}/releases/{release_id}/{decision}", self.decide_release, methods=["POST"]),
+            Route("/decisions/{decision_id}", self.explain),
             Route("/operations", self.operations),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]

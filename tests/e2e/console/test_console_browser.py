@@ -199,7 +199,7 @@ def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on
     page.get_by_role("textbox", name="Sample").fill("\n".join(
         f'{{"customer_id": "S{i}", "annual_avg_aum_fen": {aum}}}'
         for i, aum in enumerate((500_000, 6_000_000, 30_000_000, 700_000_000))))
-    page.get_by_role("button", name="Simulate").click()
+    page.get_by_role("button", name="Simulate", exact=True).click()
     page.wait_for_load_state()
     assert "of 4 change" in page.locator("#simulation-summary").inner_text()
     heatmap = page.locator("svg.heatmap").first
@@ -222,8 +222,7 @@ def test_a_rule_owner_uploads_a_version_runs_its_examples_and_sees_the_impact_on
     again = world.rules("tiering", "rule_admin").GetRuleset(rpb.GetRulesetRequest(name="tiering.tiers",
                                                                                   version=version + 1))
     assert again.ruleset_version.document == candidate
-    # Population impact and the release flow (request, second owner approves) need the
-    # second-round RPCs; publishing is still the single-step PublishRuleset.
+    # The population impact and the release flow: test_console_governance.py.
 
 
 def test_operations_customers_home_and_chinese_pages(world, person):
@@ -269,30 +268,38 @@ def test_sign_in_page_is_accessible_and_a_wrong_token_is_refused(browser, world)
         visitor.close()
 
 
-def test_a_rule_owner_publishes_a_version_and_operations_sees_it_in_force(world, person):
-    rules = world.rules("scoring", "rule_admin")
-    name = "scoring.remote_manager"
-    active = rules.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
-    draft = rules.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
-        name=name, document=active.document + "\n# reviewed by the console test\n", comment="same card, reviewed"
-    )).ruleset_version
-
+def test_a_rule_owner_publishes_where_the_policy_allows_and_requests_a_release_where_four_eyes_apply(world, person):
     owner = person("rule_admin")
-    page = owner.go(f"/rules/scoring/{name}/v/{draft.version}")
-    page.get_by_label("Comment").fill("release after review")
+    # A scorecard needs four eyes (DOMAIN.md §7): no single-step Publish, a release request instead.
+    scoring = world.rules("scoring", "rule_admin")
+    card = "scoring.remote_manager"
+    active_card = scoring.GetRuleset(rpb.GetRulesetRequest(name=card)).ruleset_version
+    draft_card = scoring.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
+        name=card, document=active_card.document + "\n# reviewed by the console test\n", comment="reviewed"
+    )).ruleset_version
+    page = owner.go(f"/rules/scoring/{card}/v/{draft_card.version}")
+    assert page.locator("#release-policy").inner_text() == "Four eyes: a second rule owner approves each release."
+    assert page.get_by_role("button", name="Publish").count() == 0
+    assert page.get_by_role("button", name="Request a release").count() == 1
+    owner.check_page("rule-four-eyes")
+
+    # Customer groups are released by one owner (their kind's policy): Publish is kept.
+    tiering = world.rules("tiering", "rule_admin")
+    name = "tiering.groups"
+    active = tiering.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
+    draft = tiering.CreateRulesetVersion(rpb.CreateRulesetVersionRequest(
+        name=name, document=active.document + "\n# reviewed by the console test\n", comment="same groups, reviewed"
+    )).ruleset_version
+    page = owner.go(f"/rules/tiering/{name}/v/{draft.version}")
+    assert page.locator("#release-policy").inner_text() == "Single step: a rule owner may publish directly."
+    page.get_by_label("Comment", exact=True).fill("release after review")
     page.get_by_role("button", name="Publish").click()
     page.wait_for_load_state()
-    now_active = rules.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
-    if page.locator(".flash.ok").count():
-        assert page.locator(".flash.ok").inner_text() == f"Version {draft.version} is now in force."
-        assert now_active.version == draft.version and now_active.published_by == "rule_admin"
-        assert "in force" in page.locator("#version-status").inner_text()
-        ops = person("operations")
-        in_force = ops.go("/operations").locator("#in-force").inner_text()
-        assert f"{name}\tscoring.scorecard\t{draft.version}" in in_force
-    else:  # a four-eyes policy (second round) refuses a single-step publish, in words
-        refusal = page.locator(".flash.error").first.inner_text()
-        assert "This ruleset needs a second person to release it." in refusal, refusal
-        assert now_active.version == active.version
-        owner.answered(400)
+    assert page.locator(".flash.ok").inner_text() == f"Version {draft.version} is now in force."
+    now_active = tiering.GetRuleset(rpb.GetRulesetRequest(name=name)).ruleset_version
+    assert now_active.version == draft.version and now_active.published_by == "rule_admin"
+    assert "in force" in page.locator("#version-status").inner_text()
     owner.check_page("rule-published")
+    ops = person("operations")
+    in_force = ops.go("/operations").locator("#in-force").inner_text()
+    assert f"{name}\ttiering.customer_groups\t{draft.version}" in in_force
