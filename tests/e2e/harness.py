@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kequn.assignment.v1 import assignment_pb2 as apb
 from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
 from services.common.client import dial
 from services.common.testing import dev_tokens, free_port, start_service_process
@@ -104,7 +105,7 @@ class Suite:
 
 
 
-def eventually(check, timeout: float = 120.0, interval: float = 0.3):
+def eventually(check, timeout: float = 120.0, interval: float = 0.3, what: str = "condition"):
     """Poll `check` until it returns something truthy (followers catch up
     asynchronously); fail the test if it never does within `timeout`."""
     deadline = time.monotonic() + timeout
@@ -113,8 +114,21 @@ def eventually(check, timeout: float = 120.0, interval: float = 0.3):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(f"{what} not met in time")
         time.sleep(interval)
+
+
+def seed_one_branch(ops) -> None:
+    """Branch BR-1 > sub-branch SUB-11 > outlet OUT-111 with two wealth managers, a
+    lobby manager and the development approver (principal name = staff id)."""
+    for branch_id, parent, level in (("BR-1", "", apb.BRANCH_LEVEL_BRANCH),
+                                     ("SUB-11", "BR-1", apb.BRANCH_LEVEL_SUB_BRANCH),
+                                     ("OUT-111", "SUB-11", apb.BRANCH_LEVEL_OUTLET)):
+        ops.UpsertBranch(apb.Branch(branch_id=branch_id, parent_branch_id=parent, level=level))
+    for staff_id, branch_id, role in (("WM-1", "SUB-11", "WEALTH_MANAGER"), ("WM-2", "SUB-11", "WEALTH_MANAGER"),
+                                      ("LM-1", "OUT-111", "LOBBY_MANAGER"),
+                                      ("branch_approver", "BR-1", "BRANCH_APPROVER")):
+        ops.UpsertStaff(apb.Staff(staff_id=staff_id, branch_id=branch_id, role=role, active=True))
 
 
 def released(suite: "Suite", service: str, name: str, version: int, timeout: float = 30.0):

@@ -12,7 +12,7 @@ from kequn.assignment.v1 import assignment_pb2 as apb
 from kequn.assignment.v1 import assignment_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc
-from tests.e2e.harness import Suite, eventually, metric_value
+from tests.e2e.harness import Suite, eventually, metric_value, seed_one_branch
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(not (ROOT / "services" / "tiering" / "__main__.py").exists(),
@@ -53,14 +53,7 @@ def test_tier_change_in_a_locked_branch_waits_for_an_approver(suite):
     approver = assignment_pb2_grpc.AssignmentServiceStub(suite.channel("assignment", "branch_approver"))
     tiering = tiering_pb2_grpc.TieringServiceStub(suite.channel("tiering", "core_banking"))
 
-    for branch_id, parent, level in (("BR-1", "", apb.BRANCH_LEVEL_BRANCH),
-                                     ("SUB-11", "BR-1", apb.BRANCH_LEVEL_SUB_BRANCH),
-                                     ("OUT-111", "SUB-11", apb.BRANCH_LEVEL_OUTLET)):
-        ops.UpsertBranch(apb.Branch(branch_id=branch_id, parent_branch_id=parent, level=level))
-    for staff_id, branch_id, role in (("WM-1", "SUB-11", "WEALTH_MANAGER"), ("WM-2", "SUB-11", "WEALTH_MANAGER"),
-                                      ("LM-1", "OUT-111", "LOBBY_MANAGER"),
-                                      ("branch_approver", "BR-1", "BRANCH_APPROVER")):
-        ops.UpsertStaff(apb.Staff(staff_id=staff_id, branch_id=branch_id, role=role, active=True))
+    seed_one_branch(ops)
 
     # An affluent customer reaches assignment through tiering's feed and is placed.
     assert evaluate(tiering, "C1", 100_000, "2026-01-31").tier == "AFFLUENT"

@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from kequn.scoring.v1 import scoring_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc
 from services.common.testing import REPO_ROOT, free_port, start_service_process
-from tests.e2e.harness import Suite
+from tests.e2e.harness import Suite, eventually, seed_one_branch
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -35,17 +34,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "console"
 YUAN = 100
 PERIOD = "2025Q4"
-
-
-def eventually(check, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met in time")
-        time.sleep(0.3)
 
 
 def _pg_schema_urls(pg_database, names) -> dict[str, str]:
@@ -108,15 +96,7 @@ class World:
 
 def _seed(world: World) -> None:
     ops = world.stub("assignment", "operations")
-    for branch_id, parent, level in (("BR-1", "", apb.BRANCH_LEVEL_BRANCH),
-                                     ("SUB-11", "BR-1", apb.BRANCH_LEVEL_SUB_BRANCH),
-                                     ("OUT-111", "SUB-11", apb.BRANCH_LEVEL_OUTLET)):
-        ops.UpsertBranch(apb.Branch(branch_id=branch_id, parent_branch_id=parent, level=level))
-    # Principal name = staff id: the dev-token approver is an approver of BR-1.
-    for staff_id, branch_id, role in (("WM-1", "SUB-11", "WEALTH_MANAGER"), ("WM-2", "SUB-11", "WEALTH_MANAGER"),
-                                      ("LM-1", "OUT-111", "LOBBY_MANAGER"),
-                                      ("branch_approver", "BR-1", "BRANCH_APPROVER")):
-        ops.UpsertStaff(apb.Staff(staff_id=staff_id, branch_id=branch_id, role=role, active=True))
+    seed_one_branch(ops)
 
     tiering = world.stub("tiering", "core_banking")
     for i in range(1, 9):
