@@ -54,12 +54,8 @@ def _rulesets(port: int, token: str) -> list[str]:
     return [r.name for r in stub.ListRulesets(rules_pb2.ListRulesetsRequest(), timeout=10).rulesets]
 
 
-def test_backoff_is_exponential_and_capped():
-    assert [restart_delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, RESTART_MAX_SECONDS, RESTART_MAX_SECONDS]
-    assert death_reason(-9) == "killed by signal SIGKILL" and death_reason(3) == "exited with code 3"
-
-
-def test_a_killed_service_is_restarted_and_the_others_keep_answering(tmp_path):
+def _up_env(tmp_path: Path) -> tuple[dict, dict[str, int]]:
+    """Environment for `kequn up` on free ports, its own data dir and dev tokens."""
     env = {**os.environ, "KEQUN_DATA_DIR": str(tmp_path / "data")}
     env.pop("KEQUN_TOKENS_FILE", None)
     ports = {}
@@ -68,55 +64,78 @@ def test_a_killed_service_is_restarted_and_the_others_keep_answering(tmp_path):
         env[f"KEQUN_{service.upper()}_GRPC_PORT"] = str(ports[service])
         env[f"KEQUN_{service.upper()}_METRICS_PORT"] = str(free_port())
         env[f"KEQUN_{service.upper()}_TARGET"] = f"127.0.0.1:{ports[service]}"
-    up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--no-demo", *SERVICES], env=env,
-                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue = queue.Queue()
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True)
-    reader.start()  # the only reader of the output: no race with communicate()
+    return env, ports
 
-    def wait_for(text: str, timeout: float) -> str:
+
+class _Up:
+    """`kequn up ARGS` as a child process whose output one thread reads (no race with
+    communicate()); wait_for() returns the first new line containing a text."""
+
+    def __init__(self, args: list[str], env: dict, cwd: Path):
+        self.process = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", *args], env=env, cwd=cwd,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.pid = self.process.pid
+        self._lines: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=lambda: [self._lines.put(line) for line in self.process.stdout],
+                                        daemon=True)
+        self._reader.start()
+
+    def wait_for(self, text: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                seen.append(lines.get(timeout=0.5))
+                self.seen.append(self._lines.get(timeout=0.5))
             except queue.Empty:
                 continue
-            if text in seen[-1]:
-                return seen[-1]
-        raise AssertionError(f"{text!r} not printed; output:\n{''.join(seen)}")
+            if text in self.seen[-1]:
+                return self.seen[-1]
+        raise AssertionError(f"{text!r} not printed; output:\n{''.join(self.seen)}")
 
+    def stop(self) -> str:
+        """Ctrl-C, then everything it printed."""
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        while not self._lines.empty():
+            self.seen.append(self._lines.get())
+        return "".join(self.seen)
+
+
+def test_backoff_is_exponential_and_capped():
+    assert [restart_delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, RESTART_MAX_SECONDS, RESTART_MAX_SECONDS]
+    assert death_reason(-9) == "killed by signal SIGKILL" and death_reason(3) == "exited with code 3"
+
+
+def test_a_killed_service_is_restarted_and_the_others_keep_answering(tmp_path):
+    env, ports = _up_env(tmp_path)
+    up = _Up(["--no-demo", *SERVICES], env, tmp_path)
     try:
-        wait_for("Press Ctrl-C to stop.", 180)
+        up.wait_for("Press Ctrl-C to stop.", 180)
         import json
         token = json.loads((tmp_path / "data" / "dev-tokens.json").read_text())["rule_admin"]
         assert _rulesets(ports["scoring"], token) and _rulesets(ports["tiering"], token)
 
         victim = _pid_of(up.pid, "scoring")
         os.kill(victim, signal.SIGKILL)
-        death = wait_for(f"scoring (pid {victim}) killed by signal SIGKILL", 30)
+        death = up.wait_for(f"scoring (pid {victim}) killed by signal SIGKILL", 30)
         assert "restarting it in" in death
         # While scoring is down, tiering is untouched: same process, answering.
         tiering_pid = _pid_of(up.pid, "tiering")
         assert _rulesets(ports["tiering"], token)
 
-        wait_for("scoring restarted", 30)
-        wait_for("scoring is serving again", 120)
+        up.wait_for("scoring restarted", 30)
+        up.wait_for("scoring is serving again", 120)
         assert _pid_of(up.pid, "scoring") != victim
         assert _rulesets(ports["scoring"], token)
         assert _pid_of(up.pid, "tiering") == tiering_pid and _serving(ports["tiering"])
         journal = (tmp_path / "data" / "logs" / "up.log").read_text()
         assert "killed by signal SIGKILL" in journal and "scoring restarted" in journal
     finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(timeout=60)
-        reader.join(timeout=10)
-    while not lines.empty():
-        seen.append(lines.get())
-    output = "".join(seen)
+        output = up.stop()
     if os.environ.get("KEQUN_SHOW_UP_OUTPUT"):
         print(output)
-    assert up.returncode == 0, output
+    assert up.process.returncode == 0, output
     assert "stopped." in output
     for service in SERVICES:  # nothing left serving
         assert not _serving(ports[service])
@@ -132,37 +151,14 @@ def _http_ok(url: str) -> bool:
 
 
 def test_the_console_starts_last_on_its_healthz_and_is_restarted_when_killed(tmp_path):
-    env = {**os.environ, "KEQUN_DATA_DIR": str(tmp_path / "data")}
-    env.pop("KEQUN_TOKENS_FILE", None)
-    for service in ("tiering", "assignment", "scoring", "benefits"):
-        port = free_port()
-        env[f"KEQUN_{service.upper()}_GRPC_PORT"] = str(port)
-        env[f"KEQUN_{service.upper()}_METRICS_PORT"] = str(free_port())
-        env[f"KEQUN_{service.upper()}_TARGET"] = f"127.0.0.1:{port}"
+    env, _ = _up_env(tmp_path)
     console_port = free_port()
     env["KEQUN_CONSOLE_PORT"] = str(console_port)
     healthz = f"http://127.0.0.1:{console_port}/healthz"
-    up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--no-demo", "tiering", "console"],
-                          env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue = queue.Queue()
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True)
-    reader.start()
-
-    def wait_for(text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                seen.append(lines.get(timeout=0.5))
-            except queue.Empty:
-                continue
-            if text in seen[-1]:
-                return seen[-1]
-        raise AssertionError(f"{text!r} not printed; output:\n{''.join(seen)}")
-
+    up = _Up(["--no-demo", "tiering", "console"], env, tmp_path)
     try:
-        wait_for("Press Ctrl-C to stop.", 180)
-        output = "".join(seen)
+        up.wait_for("Press Ctrl-C to stop.", 180)
+        output = "".join(up.seen)
         # Started after the service it calls, announced with its URL once /healthz answers.
         assert output.index("  tiering ") < output.index(f"  console     http://127.0.0.1:{console_port}/")
         assert f"Console: http://127.0.0.1:{console_port}/" in output
@@ -170,13 +166,11 @@ def test_the_console_starts_last_on_its_healthz_and_is_restarted_when_killed(tmp
 
         victim = _pid_of(up.pid, "console")
         os.kill(victim, signal.SIGKILL)
-        wait_for(f"console (pid {victim}) killed by signal SIGKILL", 30)
-        wait_for("console restarted", 30)
-        wait_for("console is serving again", 120)
+        up.wait_for(f"console (pid {victim}) killed by signal SIGKILL", 30)
+        up.wait_for("console restarted", 30)
+        up.wait_for("console is serving again", 120)
         assert _pid_of(up.pid, "console") != victim and _http_ok(healthz)
     finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(timeout=60)
-        reader.join(timeout=10)
-    assert up.returncode == 0
+        up.stop()
+    assert up.process.returncode == 0
     assert not _http_ok(healthz)
