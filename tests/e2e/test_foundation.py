@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2, tiering_pb2_grpc
 from tests.e2e.harness import ORDER, Suite, metric_value
+from tests.tier_schemes import with_wealth_floor
 
 pytestmark = pytest.mark.e2e
 
@@ -88,12 +89,7 @@ def test_a_rule_published_from_the_cli_is_served_without_restart(suite, tmp_path
     assert exported.returncode == 0, exported.stderr
     text = (tmp_path / "tiers.yaml").read_text()
     # Raise the wealth floor to ¥300,000 (and the affluent band's top with it).
-    changed = text.replace("below: 20000000}", "below: 30000000}").replace("from: 20000000,", "from: 30000000,")
-    changed = changed.replace("input: {annual_avg_aum_fen: 19999999}, expect: {tier: AFFLUENT}",
-                              "input: {annual_avg_aum_fen: 29999999}, expect: {tier: AFFLUENT}")
-    changed = changed.replace("input: {annual_avg_aum_fen: 20000000}, expect: {tier: WEALTH}",
-                              "input: {annual_avg_aum_fen: 30000000}, expect: {tier: WEALTH}")
-    assert changed != text
+    changed = with_wealth_floor(30_000_000, text)
     (tmp_path / "tiers2.yaml").write_text(changed)
     # A tier scheme takes four eyes: one rule owner cannot publish it alone...
     alone = _kequn(suite, "rules", "publish", str(tmp_path / "tiers2.yaml"), "-m", "wealth floor ¥300k")

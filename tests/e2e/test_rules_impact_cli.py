@@ -17,8 +17,8 @@ from kequn.assignment.v1 import assignment_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2 as tpb
 from kequn.tiering.v1 import tiering_pb2_grpc
 from tests.e2e.harness import Suite
+from tests.tier_schemes import with_wealth_floor
 
-TIERS = Path(__file__).resolve().parents[2] / "services" / "tiering" / "rulesets" / "tiers.yaml"
 
 
 @pytest.fixture
@@ -54,12 +54,7 @@ def test_impact_of_a_tier_candidate_on_books_and_benefits(suite, tmp_path):
         time.sleep(0.3)
     ops.RunAssignment(apb.RunAssignmentRequest())
 
-    text = TIERS.read_text(encoding="utf-8")
-    raised = text.replace("below: 20000000}", "below: 30000000}").replace("from: 20000000,", "from: 30000000,")
-    raised = raised.replace("input: {annual_avg_aum_fen: 19999999}, expect: {tier: AFFLUENT}",
-                            "input: {annual_avg_aum_fen: 29999999}, expect: {tier: AFFLUENT}")
-    raised = raised.replace("input: {annual_avg_aum_fen: 20000000}, expect: {tier: WEALTH}",
-                            "input: {annual_avg_aum_fen: 30000000}, expect: {tier: WEALTH}")
+    raised = with_wealth_floor(30_000_000)
     (tmp_path / "tiers2.yaml").write_text(raised, encoding="utf-8")
     env = {**os.environ, **suite.env, "KEQUN_TOKEN": suite.tokens["rule_admin"]}
     command = ["rules", "simulate", str(tmp_path / "tiers2.yaml"), "--population", "--impact", "--no-csv"]

@@ -16,8 +16,8 @@ from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2, tiering_pb2_grpc
 from services.tiering.demo import synthetic_customers
 from services.tiering.explain_api import snapshot_to_proto
+from tests.tier_schemes import with_wealth_floor
 
-TIERS = Path(__file__).resolve().parents[3] / "services" / "tiering" / "rulesets" / "tiers.yaml"
 N = 300
 
 
@@ -38,12 +38,7 @@ def _kequn(suite, *args):
 
 def test_population_simulation_from_the_cli_and_a_decision_explained(suite, tmp_path):
     decisions = _store(suite)
-    text = TIERS.read_text(encoding="utf-8")
-    raised = text.replace("below: 20000000}", "below: 100000000}").replace("from: 20000000,", "from: 100000000,")
-    raised = raised.replace("input: {annual_avg_aum_fen: 19999999}, expect: {tier: AFFLUENT}",
-                            "input: {annual_avg_aum_fen: 99999999}, expect: {tier: AFFLUENT}")
-    raised = raised.replace("input: {annual_avg_aum_fen: 20000000}, expect: {tier: WEALTH}",
-                            "input: {annual_avg_aum_fen: 100000000}, expect: {tier: WEALTH}")
+    raised = with_wealth_floor(100_000_000)
     (tmp_path / "tiers2.yaml").write_text(raised, encoding="utf-8")
     out = _kequn(suite, "rules", "simulate", str(tmp_path / "tiers2.yaml"), "--population", "--by-branch",
                  "--csv", str(tmp_path / "matrix.csv"))

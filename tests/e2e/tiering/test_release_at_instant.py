@@ -17,8 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from kequn.rules.v1 import rules_pb2, rules_pb2_grpc
 from kequn.tiering.v1 import tiering_pb2, tiering_pb2_grpc
 from tests.e2e.harness import Suite
+from tests.tier_schemes import with_wealth_floor
 
-TIERS = Path(__file__).resolve().parents[3] / "services" / "tiering" / "rulesets" / "tiers.yaml"
 ENV = {"KEQUN_RULES_POLL_SECONDS": "0.3", "KEQUN_RULES_RELEASE_LEAD_SECONDS": "2"}
 
 
@@ -38,14 +38,7 @@ def replicas(tmp_path, pg_url):
 
 
 def _raised_wealth_floor() -> str:
-    text = TIERS.read_text(encoding="utf-8")
-    changed = text.replace("below: 20000000}", "below: 30000000}").replace("from: 20000000,", "from: 30000000,")
-    changed = changed.replace("input: {annual_avg_aum_fen: 19999999}, expect: {tier: AFFLUENT}",
-                              "input: {annual_avg_aum_fen: 29999999}, expect: {tier: AFFLUENT}")
-    changed = changed.replace("input: {annual_avg_aum_fen: 20000000}, expect: {tier: WEALTH}",
-                              "input: {annual_avg_aum_fen: 30000000}, expect: {tier: WEALTH}")
-    assert changed != text
-    return changed
+    return with_wealth_floor(30_000_000)
 
 
 def _timestamp(moment: datetime) -> Timestamp:

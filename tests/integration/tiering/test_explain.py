@@ -12,6 +12,7 @@ from services.tiering.explain import explain
 from services.tiering.service import EvaluateRequest
 
 from .conftest import ROOT
+from tests.tier_schemes import with_wealth_floor
 
 
 def _evaluate(harness, **fields):
@@ -21,14 +22,8 @@ def _evaluate(harness, **fields):
 
 def _version_file(tmp_path, floor: int):
     """The shipped tier scheme with the WEALTH floor moved to ``floor`` fen."""
-    text_ = (ROOT / "rulesets" / "tiers.yaml").read_text(encoding="utf-8")
-    changed = text_.replace("below: 20000000}", f"below: {floor}}}").replace("from: 20000000,", f"from: {floor},")
-    changed = changed.replace("input: {annual_avg_aum_fen: 19999999}, expect: {tier: AFFLUENT}",
-                              f"input: {{annual_avg_aum_fen: {floor - 1}}}, expect: {{tier: AFFLUENT}}")
-    changed = changed.replace("input: {annual_avg_aum_fen: 20000000}, expect: {tier: WEALTH}",
-                              f"input: {{annual_avg_aum_fen: {floor}}}, expect: {{tier: WEALTH}}")
     path = tmp_path / f"tiers_{floor}.yaml"
-    path.write_text(changed, encoding="utf-8")
+    path.write_text(with_wealth_floor(floor), encoding="utf-8")
     return path
 
 

@@ -14,6 +14,7 @@ from services.tiering.population import TieringPopulation
 from services.tiering.service import EvaluateRequest
 
 from .conftest import ROOT
+from tests.tier_schemes import with_wealth_floor
 
 N = 240
 
@@ -70,12 +71,7 @@ def _counts(harness) -> dict:
 
 def test_a_tier_scheme_candidate_against_every_stored_customer(harness):
     population = _store_population(harness)
-    text = (ROOT / "rulesets" / "tiers.yaml").read_text(encoding="utf-8")
-    raised = text.replace("below: 20000000}", "below: 30000000}").replace("from: 20000000,", "from: 30000000,")
-    raised = raised.replace("input: {annual_avg_aum_fen: 19999999}, expect: {tier: AFFLUENT}",
-                            "input: {annual_avg_aum_fen: 29999999}, expect: {tier: AFFLUENT}")
-    raised = raised.replace("input: {annual_avg_aum_fen: 20000000}, expect: {tier: WEALTH}",
-                            "input: {annual_avg_aum_fen: 30000000}, expect: {tier: WEALTH}")
+    raised = with_wealth_floor(30_000_000)
     version = _draft(harness, raised)
     before = _counts(harness)
     seen = []
