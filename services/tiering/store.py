@@ -199,9 +199,13 @@ def _decision_from_row(row, group_keys: str | None = None) -> StoredDecision:
     return StoredDecision(d, row.decision_id, _aware(row.decided_at), row.cursor, _keys(group_keys))
 
 
+# What a decision read returns: every column but its stored input, which only
+# ExplainDecision and SimulatePopulation read (it is the widest column).
+_DECISION_COLUMNS = tuple(c for c in decisions.columns if c.name != "input")
+
 # The latest decision and, joined in the same statement, the group keys kept
 # with the customer's state (written in the same transaction as that decision).
-_LATEST_DECISION_SQL = ("SELECT " + ", ".join(f"d.{c.name}" for c in decisions.columns)
+_LATEST_DECISION_SQL = ("SELECT " + ", ".join(f"d.{c.name}" for c in _DECISION_COLUMNS)
                         + ", c.group_keys AS customer_group_keys FROM tiering_decisions d"
                         " LEFT JOIN tiering_customers c ON c.customer_id = d.customer_id"
                         " WHERE d.customer_id = %s ORDER BY d.seq DESC LIMIT 1")
@@ -283,12 +287,12 @@ class TieringRepository:
     def decisions_by_request(self, request_ids: Sequence[str]) -> dict[str, StoredDecision]:
         if not request_ids:
             return {}
-        rows = self.session.execute(select(decisions).where(decisions.c.request_id.in_(set(request_ids))))
+        rows = self.session.execute(select(*_DECISION_COLUMNS).where(decisions.c.request_id.in_(set(request_ids))))
         return {row.request_id: _decision_from_row(row) for row in rows}
 
     def latest_decision(self, customer_id: str) -> StoredDecision | None:
         row = self.session.execute(
-            select(decisions, customers.c.group_keys.label("customer_group_keys"))
+            select(*_DECISION_COLUMNS, customers.c.group_keys.label("customer_group_keys"))
             .select_from(decisions.outerjoin(customers, customers.c.customer_id == decisions.c.customer_id))
             .where(decisions.c.customer_id == customer_id)
             .order_by(decisions.c.seq.desc()).limit(1)).first()
