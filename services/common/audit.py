@@ -321,70 +321,14 @@ class Verdict:
     problem: str = ""
 
 
-def _walk(conn, table: Table, batch: int):
-    """Every record, chain after chain (legacy first), each in seq order."""
-    last: tuple[int, int] | None = None
-    while True:
-        q = select(table).order_by(table.c.bucket, table.c.seq).limit(batch)
-        if last is not None:
-            q = q.where((table.c.bucket > last[0]) | ((table.c.bucket == last[0]) & (table.c.seq > last[1])))
-        rows = conn.execute(q).fetchall()
-        if not rows:
-            return
-        yield from rows
-        last = (rows[-1].bucket, rows[-1].seq)
-
-
 def verify_audit(conn, table: Table, batch: int = 5000) -> Verdict:
-    """Check every chain record by record and that it ends at its anchored head."""
-    heads = {b: (seq, h) for b, seq, h in conn.execute(select(_heads_of(table)))}
+    """Check every chain record by record and that it ends at its anchored
+    head; the first broken chain's verdict (verify_chains, unbounded)."""
     if conn.execute(select(table.c.id).where(table.c.bucket.is_(None)).limit(1)).first():
         bad = conn.execute(select(func.min(table.c.id)).where(table.c.bucket.is_(None))).scalar_one()
         return Verdict(False, bad, None, f"record {bad} belongs to no chain")
-    genesis = GENESIS
-    bucket, prev, seq, last_id = None, GENESIS, 0, None
-
-    def end_of(b: int, seq: int, prev: str, last_id: int | None) -> Verdict | None:
-        head_seq, head_hash = heads.get(b, (0, genesis if b != LEGACY_BUCKET else GENESIS))
-        if (seq, prev) != (head_seq, head_hash):
-            return Verdict(False, last_id, b,
-                           f"chain {b} ends at record {seq} but its head says {head_seq}"
-                           + (": records were removed from its end" if seq < head_seq else ""))
-        return None
-
-    seen: set[int] = set()
-    for row in _walk(conn, table, batch):
-        if row.bucket != bucket:
-            if bucket is not None:
-                if (v := end_of(bucket, seq, prev, last_id)) is not None:
-                    return v
-                if bucket == LEGACY_BUCKET:
-                    genesis = prev
-            elif row.bucket != LEGACY_BUCKET:  # no legacy records: the head must say so too
-                if (v := end_of(LEGACY_BUCKET, 0, GENESIS, None)) is not None:
-                    return v
-            bucket, prev, seq = row.bucket, (GENESIS if row.bucket == LEGACY_BUCKET else genesis), 0
-            seen.add(bucket)
-            if bucket != LEGACY_BUCKET and bucket not in heads:
-                return Verdict(False, row.id, bucket, f"record {row.id} is in chain {bucket}, which has no head")
-        if row.seq > heads.get(bucket, (0, ""))[0]:
-            return Verdict(False, row.id, bucket, f"record {row.id} lies beyond the head of chain {bucket}")
-        try:
-            ok = row.seq == seq + 1 and row.prev_hash == prev and row.hash == record_hash(prev, _record_of(row))
-        except (ValueError, TypeError):  # before/after no longer JSON
-            ok = False
-        if not ok:
-            return Verdict(False, row.id, bucket, f"record {row.id} does not chain onto its predecessor in chain {bucket}")
-        prev, seq, last_id = row.hash, row.seq, row.id
-    if bucket is not None:
-        if (v := end_of(bucket, seq, prev, last_id)) is not None:
-            return v
-        if bucket == LEGACY_BUCKET:
-            genesis = prev
-    for b in sorted(heads):  # chains whose every record is gone
-        if b not in seen and (v := end_of(b, 0, genesis if b != LEGACY_BUCKET else GENESIS, None)) is not None:
-            return v
-    return Verdict(True)
+    broken = next((c for c in verify_chains(conn, table, batch=batch).chains if c.state == BROKEN), None)
+    return Verdict(True) if broken is None else Verdict(False, broken.bad_id, broken.bucket, broken.problem)
 
 
 def verify_chain(conn, table: Table, batch: int = 5000) -> tuple[bool, int | None]:
