@@ -173,10 +173,6 @@ class RuleRuntime:
         with self._refreshing:
             return self._refresh()
 
-    def served_version(self, name: str) -> int:
-        current = self._active.get(name)
-        return current.version if current else 0
-
     def _refresh(self) -> list[str]:
         try:
             self.releases.activate_due(self.clock())
