@@ -269,6 +269,16 @@ class RuleAnswer:
     fired: tuple[tuple[str, str, int], ...]   # (rule_id, ruleset, version)
 
 
+def rule_answer(tier_eval, group_eval, tiers: tuple[str, int], groups: tuple[str, int]) -> RuleAnswer:
+    """The tier scheme's and the groups ruleset's evaluations of one customer
+    as one answer; ``tiers``/``groups`` are the (name, version) that gave them."""
+    return RuleAnswer(
+        tier=tier_eval.outcome.get("tier") or "", segments=tuple(sorted(group_eval.outcome.get("segments") or ())),
+        flags=tuple(sorted(group_eval.outcome.get("flags") or ())),
+        fired=tuple((f.rule_id, *tiers) for f in tier_eval.fired)
+        + tuple((f.rule_id, *groups) for f in group_eval.fired))
+
+
 @dataclass(frozen=True)
 class Decision:
     customer_id: str

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from services.common.db import UnitOfWork
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
-from .domain import (CustomerState, Decision, RuleAnswer, Snapshot, decide, group_keys, home_branch, project,
+from .domain import (CustomerState, Decision, Snapshot, decide, group_keys, home_branch, project, rule_answer,
                      rule_facts)
 from .inputs import decode
 from .scheme import tier_scheme
@@ -84,11 +84,7 @@ def explain(session_factory, rules, decision_id: str) -> Explanation:
     facts = rule_facts(snapshot, home)
     t_ev = tiers.evaluate(project(facts, tiers.loaded.compiled.fields))
     g_ev = groups.evaluate(project(facts, groups.loaded.compiled.fields))
-    answer = RuleAnswer(
-        tier=t_ev.outcome.get("tier") or "", segments=tuple(sorted(g_ev.outcome.get("segments") or ())),
-        flags=tuple(sorted(g_ev.outcome.get("flags") or ())),
-        fired=tuple((f.rule_id, tiers.name, tiers.version) for f in t_ev.fired)
-        + tuple((f.rule_id, groups.name, groups.version) for f in g_ev.fired))
+    answer = rule_answer(t_ev, g_ev, (tiers.name, tiers.version), (groups.name, groups.version))
     again, _ = decide(snapshot, before, answer, tier_scheme(tiers.document), (tiers.name, tiers.version), home, facts)
     documents: dict[tuple[str, Any], Any] = {(tiers.name, tiers.version): tiers.document,
                                              (groups.name, groups.version): groups.document}

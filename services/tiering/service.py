@@ -26,7 +26,7 @@ from services.common.tracing import current_traceparent
 from services.rules.engine import FactRefused
 
 from .domain import (CustomerState, RuleAnswer, Snapshot, TierScheme, decide, feed_worthy, group_keys,
-                     home_branch, project, rule_facts, validate)
+                     home_branch, project, rule_answer, rule_facts, validate)
 from .metrics import TieringMetrics
 from .scheme import tier_scheme
 from .store import Change, PendingWrite, StoredDecision, TieringRepository, latest_decision_pg
@@ -322,11 +322,8 @@ class TieringService:
                 key = (id(t_ev.fired), id(g_ev.fired))
                 answer = answers.get(key)
                 if answer is None:
-                    answer = answers[key] = RuleAnswer(
-                        tier=tier, segments=tuple(sorted(g_ev.outcome.get("segments") or ())),
-                        flags=tuple(sorted(g_ev.outcome.get("flags") or ())),
-                        fired=tuple((f.rule_id, tiers.name, tiers.version) for f in t_ev.fired)
-                        + tuple((f.rule_id, groups.name, groups.version) for f in g_ev.fired))
+                    answer = answers[key] = rule_answer(t_ev, g_ev, (tiers.name, tiers.version),
+                                                        (groups.name, groups.version))
                 before = states.get(s.customer_id)
                 decision, after = decide(s, before, answer, scheme, (tiers.name, tiers.version), home, fact)
                 keys = group_keys(s, key_attributes)
