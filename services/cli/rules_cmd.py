@@ -31,6 +31,21 @@ def _stub(service: str) -> rules_pb2_grpc.RuleStoreServiceStub:
     return rules_pb2_grpc.RuleStoreServiceStub(dial(service_target(service), token_for(_ACTING_AS["name"])))
 
 
+def _create_draft(path: Path, explicit_service: str | None, comment: str):
+    """A DRAFT from a ruleset file on the service that serves its kind:
+    (service, that service's stub, the new RulesetVersion)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = parse_yaml(text)
+    except DocumentSyntaxError as exc:
+        raise SystemExit(f"{path}: {exc}")
+    service = explicit_service or registry.service_of_kind(str(raw.get("kind")))
+    stub = _stub(service)
+    created = stub.CreateRulesetVersion(rules_pb2.CreateRulesetVersionRequest(
+        name=str(raw.get("name")), document=text, comment=comment)).ruleset_version
+    return service, stub, created
+
+
 def _service_for_name(name: str, explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -82,15 +97,7 @@ def cmd_test(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    text = Path(args.file).read_text(encoding="utf-8")
-    try:
-        raw = parse_yaml(text)
-    except DocumentSyntaxError as exc:
-        raise SystemExit(f"{args.file}: {exc}")
-    service = args.service or registry.service_of_kind(str(raw.get("kind")))
-    stub = _stub(service)
-    created = stub.CreateRulesetVersion(rules_pb2.CreateRulesetVersionRequest(
-        name=str(raw.get("name")), document=text, comment=args.comment)).ruleset_version
+    service, stub, created = _create_draft(Path(args.file), args.service, args.comment)
     print(f"created {created.name} v{created.version} (DRAFT) on {service}")
     if args.draft:
         return 0
@@ -173,14 +180,7 @@ def cmd_release(args) -> int:
     from google.protobuf.timestamp_pb2 import Timestamp
     target = Path(args.target)
     if target.is_file():
-        text = target.read_text(encoding="utf-8")
-        try:
-            raw = parse_yaml(text)
-        except DocumentSyntaxError as exc:
-            raise SystemExit(f"{target}: {exc}")
-        service = args.service or registry.service_of_kind(str(raw.get("kind")))
-        created = _stub(service).CreateRulesetVersion(rules_pb2.CreateRulesetVersionRequest(
-            name=str(raw.get("name")), document=text, comment=args.comment)).ruleset_version
+        service, _, created = _create_draft(target, args.service, args.comment)
         name, version = created.name, created.version
         print(f"created {name} v{version} (DRAFT) on {service}")
     else:
@@ -261,17 +261,9 @@ def _print_matrix(title: str, transitions, code_changes, out) -> None:
 
 
 def cmd_simulate(args) -> int:
-    text = Path(args.file).read_text(encoding="utf-8")
-    try:
-        raw = parse_yaml(text)
-    except DocumentSyntaxError as exc:
-        raise SystemExit(f"{args.file}: {exc}")
     if not args.population:
         raise SystemExit("give --population: the candidate against every stored customer")
-    service = args.service or registry.service_of_kind(str(raw.get("kind")))
-    stub = _stub(service)
-    created = stub.CreateRulesetVersion(rules_pb2.CreateRulesetVersionRequest(
-        name=str(raw.get("name")), document=text, comment=args.comment or "simulation candidate")).ruleset_version
+    service, stub, created = _create_draft(Path(args.file), args.service, args.comment or "simulation candidate")
     print(f"created {created.name} v{created.version} (DRAFT) on {service}; simulating...", file=sys.stderr)
     result, changes = None, []
     for message in stub.SimulatePopulation(rules_pb2.SimulatePopulationRequest(
