@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import NotFound
 
 from . import domain as d
 from . import store as t
@@ -62,28 +62,19 @@ class ReadUseCases(ServiceBase):
                           action: str = "", start: datetime | None = None, end: datetime | None = None
                           ) -> tuple[list[dict], str]:
         """The audit chain, newest first; `start` ≤ at < `end` (aware datetimes)."""
+        from services.common.audit import events_query
         from services.common.paging import decode_token, encode_token, scope
         from services.common.paging import page_size as checked_size
         limit = checked_size(page_size)
         token_scope = scope("assignment.ListAuditEvents", subject, actor, action, start, end)
         before_id = decode_token(page_token, token_scope, expect=int)
-        log = t.audit_log
-        q = select(log)
-        for col, value in ((log.c.subject, subject), (log.c.actor, actor), (log.c.action, action)):
-            if value:
-                q = q.where(col == value)
-        # `at` is stored as ISO 8601 UTC with microseconds: as text it sorts like time.
-        if start is not None:
-            q = q.where(log.c.at >= _iso(start))
-        if end is not None:
-            q = q.where(log.c.at < _iso(end))
-        if before_id is not None:
-            q = q.where(log.c.id < before_id)
+        q = events_query(t.audit_log, before_id, subject, actor, action,
+                         _iso(start) if start is not None else "", _iso(end) if end is not None else "")
         with self.engine.connect() as conn:
             rows = [{"event_id": r.id, "at": datetime.fromisoformat(r.at), "actor": r.actor, "action": r.action,
                      "subject": r.subject, "before": json.loads(r.before_json), "after": json.loads(r.after_json),
                      "reason": r.reason, "request_id": r.request_id}
-                    for r in conn.execute(q.order_by(log.c.id.desc()).limit(limit + 1))]
+                    for r in conn.execute(q.limit(limit + 1))]
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, (encode_token(rows[-1]["event_id"], token_scope) if more else "")

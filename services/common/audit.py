@@ -346,6 +346,24 @@ def chain_head(conn, table: Table) -> tuple[int, str]:
     return int(count), heads_digest(conn, table)[1]
 
 
+def events_query(table: Table, before_id: int | None = None, subject: str = "", actor: str = "",
+                 action: str = "", start_iso: str = "", end_iso: str = ""):
+    """A page of the log for ListAuditEvents, newest first: equal to the
+    given subject/actor/action, ``start_iso`` <= at < ``end_iso`` (``at`` is
+    ISO 8601 UTC text, which sorts like time), ids below ``before_id``."""
+    q = select(table)
+    for col, value in ((table.c.subject, subject), (table.c.actor, actor), (table.c.action, action)):
+        if value:
+            q = q.where(col == value)
+    if start_iso:
+        q = q.where(table.c.at >= start_iso)
+    if end_iso:
+        q = q.where(table.c.at < end_iso)
+    if before_id is not None:
+        q = q.where(table.c.id < before_id)
+    return q.order_by(table.c.id.desc())
+
+
 # --- per-chain verification, bounded (AuditService.VerifyAuditChain) -------------------------
 
 OK, BROKEN, NOT_CHECKED = "ok", "broken", "not_checked"

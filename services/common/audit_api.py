@@ -15,12 +15,12 @@ import time
 from datetime import datetime, timezone
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Table
 
 from kequn.common.v1 import audit_pb2 as pb
 from kequn.common.v1 import audit_pb2_grpc
 
-from .audit import BROKEN, NOT_CHECKED, OK, heads_digest, snapshot, verify_chains
+from .audit import BROKEN, NOT_CHECKED, OK, events_query, heads_digest, snapshot, verify_chains
 from .paging import decode_token, encode_token, page_size, scope
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
@@ -63,16 +63,9 @@ class AuditApi(audit_pb2_grpc.AuditServiceServicer):
         token_scope = scope(f"{self.service}.AuditService.ListAuditEvents", request.subject, request.actor,
                             request.action)
         before_id = decode_token(request.page_token, token_scope, expect=int)
-        log = self.table
-        q = select(log)
-        for col, value in ((log.c.subject, request.subject), (log.c.actor, request.actor),
-                           (log.c.action, request.action)):
-            if value:
-                q = q.where(col == value)
-        if before_id is not None:
-            q = q.where(log.c.id < before_id)
+        q = events_query(self.table, before_id, request.subject, request.actor, request.action)
         with self.engine.connect() as conn:
-            rows = conn.execute(q.order_by(log.c.id.desc()).limit(limit + 1)).fetchall()
+            rows = conn.execute(q.limit(limit + 1)).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         return pb.ListAuditEventsResponse(audit_events=[pb.AuditEvent(

@@ -171,11 +171,6 @@ class Backend:
         return self._call("assignment", self.assignment.GetCustomerManagers,
                           apb.GetCustomerManagersRequest(customer_id=customer_id), token)
 
-    def list_audit_events(self, token: str, page_size: int = PAGE, page_token: str = "", actor: str = "",
-                          action: str = "", subject: str = "") -> apb.ListAuditEventsResponse:
-        return self._call("assignment", self.assignment.ListAuditEvents, apb.ListAuditEventsRequest(
-            page_size=page_size, page_token=page_token, actor=actor, action=action, subject=subject), token)
-
     def list_staff(self, token: str, branch_id: str = "", role: str = "", page_size: int = PAGE,
                    page_token: str = "") -> apb.ListStaffResponse:
         return self._call("assignment", self.assignment.ListStaff, apb.ListStaffRequest(
